@@ -1,0 +1,137 @@
+"""The checked model: what a spec becomes once every shape is known. Backends read only this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from math import prod
+from typing import Any
+
+from .diagnostics import Diagnostic, Span
+from .kinds import KINDS, Kind
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: str  # float32 or int64
+    shape: tuple[int, ...]  # without the batch
+    vocab: int | None = None
+
+
+@dataclass
+class Layer:
+    name: str
+    kind: str
+    options: dict[str, Any]  # canonical names, defaults filled in
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    input_dtype: str
+    weights: dict[str, tuple[int, ...]]  # Keras names and layouts, in Keras's order
+    span: Span = field(default=Span(0, 0, 0, 0), repr=False)
+    index: int = 0
+
+    @property
+    def spec(self) -> Kind:
+        return KINDS[self.kind]
+
+    @property
+    def params(self) -> int:
+        return sum(prod(s) for s in self.weights.values())
+
+    @property
+    def macs(self) -> int:
+        return self.spec.macs(self.options, self.input_shape, self.output_shape)
+
+    @property
+    def activation_bytes(self) -> int:
+        return 4 * prod(self.output_shape)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str  # sgd, rmsprop, adam
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    rho: float = 0.9
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    monitor: str = "val_loss"
+    patience: int = 0
+    min_delta: float = 0.0
+    restore_best_weights: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: str = "sparse_categorical_crossentropy"
+    optimizer: OptimizerConfig = OptimizerConfig("rmsprop", 0.001)
+    metrics: tuple[str, ...] = ()
+    epochs: int = 1
+    batch_size: int = 32
+    validation_split: float = 0.0
+    seed: int = 0
+    shuffle: bool = True
+    early_stopping: EarlyStopping | None = None
+
+
+@dataclass
+class Model:
+    name: str
+    input: InputSpec
+    layers: list[Layer]
+    train: TrainConfig | None = None
+    source_sha256: str = ""
+    path: str | None = None
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.layers[-1].output_shape if self.layers else self.input.shape
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    @property
+    def trainable_params(self) -> int:
+        return self.total_params  # every nnc weight is trainable
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every checkpoint array name (`LAYER.kernel`, ...) with its Keras shape, in order."""
+        return {f"{layer.name}.{w}": s for layer in self.layers for w, s in layer.weights.items()}
+
+
+@dataclass
+class CheckResult:
+    path: str
+    source: str
+    model: Model | None
+    diagnostics: list[Diagnostic]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    @property
+    def warnings(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if not d.is_error]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
