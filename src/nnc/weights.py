@@ -1,0 +1,138 @@
+"""Weights in the contract's Keras layouts: initialization as Keras initializes them, and
+checkpoints (.npz) read with every mismatch refused by name, written atomically.
+
+Array names are `LAYER.kernel`, `LAYER.recurrent_kernel`, `LAYER.bias`, `LAYER.embeddings`
+(Model.weight_shapes() lists them in order), so weights move between Keras and nnc as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from math import prod
+from typing import IO, Iterator
+
+import numpy as np
+
+from .errors import UserError
+from .model import Layer, Model
+
+
+# --- initialization, as Keras 3 does it ------------------------------------------------------
+
+
+def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    # keras.initializers.GlorotUniform: fans include the receptive field of a conv kernel
+    receptive = prod(shape[:-2]) if len(shape) > 2 else 1
+    fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+    limit = np.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, size=shape)
+
+
+def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    # keras.initializers.Orthogonal: QR of a normal matrix, signs fixed by diag(r)
+    rows, cols = shape[0], prod(shape[1:])
+    a = rng.normal(size=(max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(a)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return q.reshape(shape)
+
+
+def init_layer(layer: Layer, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name, shape in layer.weights.items():
+        if name == "kernel":
+            w = _glorot_uniform(rng, shape)
+        elif name == "recurrent_kernel":
+            w = _orthogonal(rng, shape)
+        elif name == "embeddings":
+            w = rng.uniform(-0.05, 0.05, size=shape)  # keras Embedding: RandomUniform(-0.05, 0.05)
+        else:
+            w = np.zeros(shape)
+            if layer.kind == "lstm":
+                u = layer.options["units"]
+                w[u : 2 * u] = 1.0  # unit_forget_bias: the forget gate (order i, f, c, o) starts open
+        out[f"{layer.name}.{name}"] = w.astype(np.float32)
+    return out
+
+
+def init_weights(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
+    """Fresh weights for every layer, deterministic in `seed`."""
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        weights.update(init_layer(layer, rng))
+    return weights
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def validate(model: Model, arrays: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """Refuse arrays that do not fit the model: missing, extra, wrong shape or dtype, NaN/Inf."""
+    expected = model.weight_shapes()
+    problems: list[str] = []
+    for name, shape in expected.items():
+        if name not in arrays:
+            problems.append(f"missing array '{name}' (expected shape {list(shape)})")
+            continue
+        a = arrays[name]
+        if tuple(a.shape) != shape:
+            problems.append(f"array '{name}' has shape {list(a.shape)}, but the spec needs {list(shape)}")
+        elif a.dtype != np.float32:
+            problems.append(f"array '{name}' has dtype {a.dtype}, but nnc weights are float32")
+        elif not np.isfinite(a).all():
+            bad = int(np.size(a) - np.isfinite(a).sum())
+            problems.append(f"array '{name}' has {bad} NaN or Inf value{'s' if bad != 1 else ''}")
+    extra = sorted(set(arrays) - set(expected))
+    for name in extra:
+        problems.append(f"unexpected array '{name}' (shape {list(arrays[name].shape)}): the spec has no such weight")
+    if problems:
+        shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise UserError(f"{source} does not fit {model.name}:\n  " + "\n  ".join(shown), exit_code=1,
+                        help="arrays are named LAYER.kernel, LAYER.recurrent_kernel, LAYER.bias, LAYER.embeddings "
+                             "in Keras layouts; `nnc summary --format json` lists each layer's weight shapes")
+    return {name: arrays[name] for name in expected}
+
+
+def load_checkpoint(path: str, model: Model) -> dict[str, np.ndarray]:
+    """Read an .npz checkpoint and validate it against the model."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise UserError(f"cannot read weights {path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"cannot read weights {path}: not a valid .npz file ({e})") from None
+    return validate(model, arrays, source=f"weights {path}")
+
+
+@contextmanager
+def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
+    """Write to a temporary file beside `path`, then rename it over `path`: readers (and a
+    crash or Ctrl-C half-way) never see a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_checkpoint(path: str, weights: dict[str, np.ndarray]) -> None:
+    """Write weights as an .npz, atomically, in a deterministic order."""
+    with atomic_open(path) as f:
+        np.savez(f, **{k: np.asarray(v, dtype=np.float32) for k, v in weights.items()})
