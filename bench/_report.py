@@ -1,0 +1,55 @@
+"""Shared by the benchmarks: each writes its own section of BENCHMARKS.md, between markers,
+so running one benchmark refreshes its figures and leaves the others as they were."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+HEADER = """# Benchmarks
+
+Figures written by the scripts in `bench/` (each refreshes its own section). Every figure is
+a ratio against a reference measured in the same run on the same machine, so the ratios
+hold across machines even where the seconds do not. Run one with
+`.venv/bin/python bench/NAME.py`; see each section for what it measures.
+"""
+
+
+def machine() -> str:
+    """One line about where the figures were taken, including the load at the time."""
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover
+        load = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_section(name: str, title: str, body: str) -> None:
+    """Replace (or append) the section `name` of BENCHMARKS.md."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = (f"<!-- bench:{name} -->\n## {title}\n\n_Measured {stamp} at commit {commit()} on "
+             f"{machine()}; `bench/{name}.py`._\n\n{body.strip()}\n<!-- /bench:{name} -->")
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else HEADER
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    BENCHMARKS.write_text(text)
