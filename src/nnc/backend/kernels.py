@@ -1,0 +1,652 @@
+"""NumPy forward and backward for every layer kind, each chain rule beside its forward.
+
+A kernel is a small class built from one checked layer (nnc.model.Layer):
+
+    k = KERNELS[layer.kind](layer)
+    y, cache = k.forward(x, w, training, rng)      # w: {"kernel": ..., "bias": ...} (Keras layouts)
+    dx, dw = k.backward(dy, w, cache, need_dx)     # dw has the same short names as w
+
+Everything is vectorized over the batch: a convolution is one im2col copy (a loop over the
+kh*kw window offsets, each a whole-batch slice) and one matrix product; a recurrent layer
+projects the inputs of all time steps in one matrix product and loops only over time, with
+the weight gradients taken after the loop as one product each. Arrays are kept in the
+weights' dtype (float32 normally, float64 for gradient checks).
+
+Keras semantics, which these follow exactly: channels-last; conv kernels [kh, kw, in, out];
+`same` padding puts the odd pixel at the end (nnc.kinds.same_pads); max pooling pads with
+-inf; average pooling with `same` divides by the number of unpadded elements in each window;
+LSTM gates i, f, c, o; GRU gates z, r, h with h = z*h_prev + (1-z)*h~; dropout is inverted
+(kept units scaled by 1/(1-rate)) and active only in training.
+"""
+
+from __future__ import annotations
+
+from itertools import product
+from math import prod
+
+import numpy as np
+
+from ..errors import UserError
+
+# --- activations ------------------------------------------------------------------------------
+# Each backward is written in terms of the activation's output y, so a layer caches only y.
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # 0.5*tanh(x/2) + 0.5 is sigmoid exactly, and never overflows the way 1/(1+exp(-x)) does
+    y = np.multiply(x, 0.5)
+    np.tanh(y, out=y)
+    y *= 0.5
+    y += 0.5
+    return y
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    # subtracting the row maximum keeps exp from overflowing; the result is unchanged
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def activate(name: str, x: np.ndarray) -> np.ndarray:
+    if name == "linear":
+        return x
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "sigmoid":
+        return sigmoid(x)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "softmax":
+        return softmax(x)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def activate_backward(name: str, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """dL/dx from dL/dy and y = activation(x)."""
+    if name == "linear":
+        return dy
+    if name == "relu":
+        return dy * (y > 0)
+    if name == "sigmoid":
+        return dy * y * (1 - y)
+    if name == "tanh":
+        return dy * (1 - y * y)
+    if name == "softmax":
+        # Jacobian diag(y) - y y^T, applied row by row
+        return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+    raise ValueError(f"unknown activation {name!r}")
+
+
+class Activation:
+    """relu, sigmoid, tanh, softmax layers, and the activation option of dense and conv layers
+    (Network runs it as a step of its own, so that a final softmax/sigmoid can be left to the loss)."""
+
+    def __init__(self, layer=None, name: str | None = None):
+        self.name = name if name is not None else layer.kind
+
+    def forward(self, x, w, training=False, rng=None):
+        y = activate(self.name, x)
+        return y, y
+
+    def backward(self, dy, w, cache, need_dx=True):
+        return activate_backward(self.name, cache, dy), {}
+
+
+# --- windows: shared by convolutions and pools ------------------------------------------------
+
+
+def _window_slices(offset, strides, out):
+    """The slice of the padded input that window position `offset` sees for every output pixel."""
+    return (slice(None),) + tuple(slice(o, o + s * (n - 1) + 1, s) for o, s, n in zip(offset, strides, out)) + (
+        slice(None),
+    )
+
+
+class _Windowed:
+    def __init__(self, layer):
+        spec = layer.spec
+        self.window = tuple(spec.window(layer.options))
+        self.strides = tuple(spec.strides(layer.options))
+        self.spatial_in = tuple(layer.input_shape[:-1])
+        self.out = tuple(layer.output_shape[:-1])
+        self.pads = spec.pads(layer.options, layer.input_shape)
+        self.padded = any(p != (0, 0) for p in self.pads)
+        self.offsets = list(product(*(range(k) for k in self.window)))
+
+    def pad(self, x, value=0.0):
+        if not self.padded:
+            return x
+        return np.pad(x, [(0, 0)] + list(self.pads) + [(0, 0)], constant_values=value)
+
+    def unpad(self, dxp):
+        if not self.padded:
+            return dxp
+        return dxp[(slice(None),) + tuple(slice(b, b + n) for (b, _), n in zip(self.pads, self.spatial_in))]
+
+    def padded_shape(self, n, c):
+        return (n,) + tuple(s + b + e for s, (b, e) in zip(self.spatial_in, self.pads)) + (c,)
+
+
+class Conv(_Windowed):
+    """conv1d and conv2d: im2col (one copy per window offset, each over the whole batch) and one
+    matrix product with the kernel viewed as [kh*kw*in, filters]."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.filters = layer.options["filters"]
+        self.use_bias = layer.options["use_bias"]
+
+    def im2col(self, x):
+        xp = self.pad(x)
+        n, c = x.shape[0], x.shape[-1]
+        # cols[n, *out, *window, c]: the row order of the Keras kernel [*window, in, out]
+        cols = np.empty((n,) + self.out + self.window + (c,), dtype=x.dtype)
+        lead = (slice(None),) * (1 + len(self.out))
+        for off in self.offsets:
+            cols[lead + off] = xp[_window_slices(off, self.strides, self.out)]
+        return cols.reshape(n * prod(self.out), -1)
+
+    def forward(self, x, w, training=False, rng=None):
+        kernel = w["kernel"]
+        cols = self.im2col(x)
+        y = cols @ kernel.reshape(-1, self.filters)
+        if self.use_bias:
+            y += w["bias"]
+        return y.reshape((x.shape[0],) + self.out + (self.filters,)), (cols, x.shape)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        cols, xshape = cache
+        kernel = w["kernel"]
+        dy2 = dy.reshape(-1, self.filters)
+        grads = {"kernel": (cols.T @ dy2).reshape(kernel.shape)}
+        if self.use_bias:
+            grads["bias"] = dy2.sum(axis=0)
+        if not need_dx:
+            return None, grads
+        n, c = xshape[0], xshape[-1]
+        dcols = (dy2 @ kernel.reshape(-1, self.filters).T).reshape((n,) + self.out + self.window + (c,))
+        # col2im: every window offset adds its slice back where it was read from
+        dxp = np.zeros(self.padded_shape(n, c), dtype=dy.dtype)
+        lead = (slice(None),) * (1 + len(self.out))
+        for off in self.offsets:
+            dxp[_window_slices(off, self.strides, self.out)] += dcols[lead + off]
+        return self.unpad(dxp), grads
+
+
+class MaxPool(_Windowed):
+    """maxpool1d/2d: a running maximum over the window offsets; the gradient goes to the first
+    maximum of each window (as TensorFlow and PyTorch do). `same` pads with -inf."""
+
+    def forward(self, x, w, training=False, rng=None):
+        xp = self.pad(x, -np.inf)
+        y = None
+        arg = np.zeros((x.shape[0],) + self.out + (x.shape[-1],), dtype=np.int16)
+        for k, off in enumerate(self.offsets):
+            s = xp[_window_slices(off, self.strides, self.out)]
+            if y is None:
+                y = s.copy()
+                continue
+            better = s > y  # strict: ties keep the earlier offset
+            np.copyto(y, s, where=better)
+            arg[better] = k
+        return y, (arg, x.shape)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        arg, xshape = cache
+        dxp = np.zeros(self.padded_shape(xshape[0], xshape[-1]), dtype=dy.dtype)
+        for k, off in enumerate(self.offsets):
+            dxp[_window_slices(off, self.strides, self.out)] += np.where(arg == k, dy, 0)
+        return self.unpad(dxp), {}
+
+
+class AvgPool(_Windowed):
+    """avgpool1d/2d. With `same`, each window is divided by its number of unpadded elements
+    (Keras/TensorFlow; PyTorch's count_include_pad=False)."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        # the unpadded part of a window is a box, so its size is a product of one count per axis
+        counts = np.ones(self.out, dtype=np.float64)
+        for axis, (size, k, s, (b, _), n) in enumerate(zip(self.spatial_in, self.window, self.strides, self.pads, self.out)):
+            start = np.arange(n) * s - b
+            c = np.minimum(start + k, size) - np.maximum(start, 0)
+            shape = [1] * len(self.out)
+            shape[axis] = n
+            counts = counts * c.reshape(shape)
+        self.counts = counts[..., None]  # broadcast over channels
+
+    def forward(self, x, w, training=False, rng=None):
+        xp = self.pad(x)
+        y = np.zeros((x.shape[0],) + self.out + (x.shape[-1],), dtype=x.dtype)
+        for off in self.offsets:
+            y += xp[_window_slices(off, self.strides, self.out)]
+        y /= self.counts.astype(x.dtype)
+        return y, x.shape
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xshape = cache
+        g = dy / self.counts.astype(dy.dtype)
+        dxp = np.zeros(self.padded_shape(xshape[0], xshape[-1]), dtype=dy.dtype)
+        for off in self.offsets:
+            dxp[_window_slices(off, self.strides, self.out)] += g
+        return self.unpad(dxp), {}
+
+
+class GlobalMaxPool:
+    """globalmaxpool over all spatial axes (1-D or 2-D inputs); gradient to the first maximum."""
+
+    def __init__(self, layer):
+        pass
+
+    def forward(self, x, w, training=False, rng=None):
+        xr = x.reshape(x.shape[0], -1, x.shape[-1])
+        arg = xr.argmax(axis=1)[:, None, :]
+        return np.take_along_axis(xr, arg, axis=1)[:, 0, :], (arg, x.shape)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        arg, xshape = cache
+        dx = np.zeros((xshape[0], prod(xshape[1:-1]), xshape[-1]), dtype=dy.dtype)
+        np.put_along_axis(dx, arg, dy[:, None, :], axis=1)
+        return dx.reshape(xshape), {}
+
+
+class GlobalAvgPool:
+    """globalavgpool over all spatial axes (1-D or 2-D inputs)."""
+
+    def __init__(self, layer):
+        pass
+
+    def forward(self, x, w, training=False, rng=None):
+        return x.mean(axis=tuple(range(1, x.ndim - 1))), x.shape
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xshape = cache
+        size = prod(xshape[1:-1])
+        dx = np.broadcast_to((dy / size)[:, None, :], (xshape[0], size, xshape[-1]))
+        return dx.reshape(xshape), {}
+
+
+# --- dense stack ------------------------------------------------------------------------------
+
+
+class Flatten:
+    """Keras flattens channels-last arrays in row-major order: exactly numpy's reshape."""
+
+    def __init__(self, layer):
+        pass
+
+    def forward(self, x, w, training=False, rng=None):
+        return x.reshape(x.shape[0], -1), x.shape
+
+    def backward(self, dy, w, cache, need_dx=True):
+        return dy.reshape(cache), {}
+
+
+class Dense:
+    """dense on the last axis of an input of any rank: one matrix product on [-1, in]."""
+
+    def __init__(self, layer):
+        self.use_bias = layer.options["use_bias"]
+
+    def forward(self, x, w, training=False, rng=None):
+        kernel = w["kernel"]
+        x2 = x.reshape(-1, kernel.shape[0])
+        y = x2 @ kernel
+        if self.use_bias:
+            y += w["bias"]
+        return y.reshape(x.shape[:-1] + (kernel.shape[1],)), (x2, x.shape)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        x2, xshape = cache
+        kernel = w["kernel"]
+        dy2 = dy.reshape(-1, kernel.shape[1])
+        grads = {"kernel": x2.T @ dy2}
+        if self.use_bias:
+            grads["bias"] = dy2.sum(axis=0)
+        dx = (dy2 @ kernel.T).reshape(xshape) if need_dx else None
+        return dx, grads
+
+
+class Dropout:
+    """Inverted dropout: in training each unit is kept with probability 1-rate and scaled by
+    1/(1-rate), so inference is the identity."""
+
+    def __init__(self, layer):
+        self.rate = float(layer.options["rate"])
+
+    def forward(self, x, w, training=False, rng=None):
+        if not training or self.rate == 0.0:
+            return x, None
+        if rng is None:
+            raise ValueError("dropout in training needs an rng (numpy.random.Generator)")
+        keep = rng.random(x.shape, dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float64) >= self.rate
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * mask, mask
+
+    def backward(self, dy, w, cache, need_dx=True):
+        return (dy if cache is None else dy * cache), {}
+
+
+# --- sequences --------------------------------------------------------------------------------
+
+
+class Embedding:
+    """A gather of rows; its gradient is a scatter-add, done as one np.bincount per output
+    column (np.add.at is an order of magnitude slower)."""
+
+    def __init__(self, layer):
+        self.name = layer.name
+        self.vocab = layer.weights["embeddings"][0]
+
+    def forward(self, x, w, training=False, rng=None):
+        ids = np.asarray(x)
+        if not np.issubdtype(ids.dtype, np.integer):
+            if not np.all(np.mod(ids, 1) == 0):
+                raise UserError(f"layer '{self.name}' (embedding) reads token ids, but the input has non-integer values")
+            ids = ids.astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab):
+            bad = ids.min() if ids.min() < 0 else ids.max()
+            raise UserError(f"layer '{self.name}' (embedding) has vocab={self.vocab}, so token ids must be in "
+                            f"0..{self.vocab - 1}; the input has id {int(bad)}")
+        return w["embeddings"][ids], ids
+
+    def backward(self, dy, w, cache, need_dx=True):
+        ids = cache.reshape(-1)
+        dy2 = dy.reshape(ids.size, -1)
+        table = w["embeddings"]
+        grad = np.empty_like(table)
+        for j in range(table.shape[1]):
+            grad[:, j] = np.bincount(ids, weights=dy2[:, j], minlength=self.vocab)
+        return None, {"embeddings": grad}
+
+
+class _Recurrent:
+    """Shared by rnn, lstm, gru: inputs are made time-major ([T, N, D]) so that each step reads
+    and writes contiguous blocks; the input projection of all steps is one matrix product."""
+
+    def __init__(self, layer):
+        self.units = layer.options["units"]
+        self.return_sequences = layer.options["return_sequences"]
+
+    @staticmethod
+    def time_major(x):
+        return np.ascontiguousarray(x.transpose(1, 0, 2))
+
+    def output(self, H):
+        """H: [T+1, N, u] with H[0] the initial zeros."""
+        return H[1:].transpose(1, 0, 2).copy() if self.return_sequences else H[-1].copy()
+
+    def dh_steps(self, dy, T):
+        """dL/dh_t from the layer's output, time-major [T, N, u] (zeros but the last without sequences)."""
+        if self.return_sequences:
+            return self.time_major(dy)
+        d = np.zeros((T,) + dy.shape, dtype=dy.dtype)
+        d[-1] = dy
+        return d
+
+    @staticmethod
+    def input_grads(xt, dA, w, need_dx):
+        """Gradients of the input projection xt @ kernel (+ bias) from dA [T, N, G]: one product each."""
+        T, N, D = xt.shape
+        dA2 = dA.reshape(T * N, -1)
+        dkernel = xt.reshape(T * N, D).T @ dA2
+        dx = (dA2 @ w["kernel"].T).reshape(T, N, D).transpose(1, 0, 2) if need_dx else None
+        return dkernel, dx
+
+
+class Rnn(_Recurrent):
+    """SimpleRNN: h_t = act(x_t W + h_{t-1} U + b)."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.activation = layer.options["activation"]
+
+    def forward(self, x, w, training=False, rng=None):
+        xt = self.time_major(x)
+        T, N, D = xt.shape
+        u = self.units
+        Z = (xt.reshape(T * N, D) @ w["kernel"] + w["bias"]).reshape(T, N, u)
+        U = w["recurrent_kernel"]
+        H = np.zeros((T + 1, N, u), dtype=Z.dtype)
+        for t in range(T):
+            a = H[t] @ U
+            a += Z[t]
+            H[t + 1] = activate(self.activation, a)
+        return self.output(H), (xt, H)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xt, H = cache
+        T = xt.shape[0]
+        dH = self.dh_steps(dy, T)
+        U_T = w["recurrent_kernel"].T
+        dA = np.empty_like(dH)
+        dh = np.zeros_like(dH[0])
+        for t in range(T - 1, -1, -1):
+            dh += dH[t]
+            dA[t] = activate_backward(self.activation, H[t + 1], dh)
+            dh = dA[t] @ U_T
+        u = self.units
+        dkernel, dx = self.input_grads(xt, dA, w, need_dx)
+        grads = {
+            "kernel": dkernel,
+            "recurrent_kernel": H[:-1].reshape(-1, u).T @ dA.reshape(-1, u),
+            "bias": dA.sum(axis=(0, 1)),
+        }
+        return dx, grads
+
+
+class Lstm(_Recurrent):
+    """LSTM, Keras gate order i, f, c, o, recurrent activation sigmoid, activation tanh:
+        i, f, o = sigmoid(a_i, a_f, a_o);  g = tanh(a_c)
+        c_t = f*c_{t-1} + i*g;  h_t = o*tanh(c_t)
+    Each step computes all four gates with one tanh: sigmoid(a) = 0.5*tanh(a/2) + 0.5, so the
+    i, f, o columns of the weights are halved (exact in binary) before the loop."""
+
+    def forward(self, x, w, training=False, rng=None):
+        xt = self.time_major(x)
+        T, N, D = xt.shape
+        u = self.units
+        dt = w["kernel"].dtype
+        scale = np.full(4 * u, 0.5, dtype=dt)
+        scale[2 * u : 3 * u] = 1.0
+        Z = (xt.reshape(T * N, D) @ (w["kernel"] * scale) + w["bias"] * scale).reshape(T, N, 4 * u)
+        U = w["recurrent_kernel"] * scale
+        H = np.zeros((T + 1, N, u), dtype=dt)
+        C = np.zeros((T + 1, N, u), dtype=dt)
+        TC = np.empty((T, N, u), dtype=dt)
+        S = Z  # overwritten step by step with the gate values: sigmoid for i, f, o and tanh for c
+        gates = np.empty((N, 4 * u), dtype=dt)
+        for t in range(T):
+            a = S[t]
+            a += H[t] @ U
+            np.tanh(a, out=a)
+            np.multiply(a, 0.5, out=gates)
+            gates += 0.5
+            a[:, :2 * u] = gates[:, :2 * u]
+            a[:, 3 * u :] = gates[:, 3 * u :]
+            c = C[t + 1]
+            np.multiply(a[:, u : 2 * u], C[t], out=c)  # f * c_{t-1}
+            c += a[:, :u] * a[:, 2 * u : 3 * u]  # + i * g
+            np.tanh(c, out=TC[t])
+            np.multiply(a[:, 3 * u :], TC[t], out=H[t + 1])
+        return self.output(H), (xt, H, C, TC, S)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xt, H, C, TC, S = cache
+        T, N, _ = xt.shape
+        u = self.units
+        i, f, g, o = S[..., :u], S[..., u : 2 * u], S[..., 2 * u : 3 * u], S[..., 3 * u :]
+        # everything but the two carries is known now: precompute, over all steps at once, the
+        # factors that turn (dc, dh) into the gate pre-activation gradients
+        P = np.empty_like(S)
+        P[..., :u] = g * i * (1 - i)  # dA_i = dc * g * i(1-i)
+        P[..., u : 2 * u] = C[:-1] * f * (1 - f)  # dA_f = dc * c_{t-1} * f(1-f)
+        P[..., 2 * u : 3 * u] = i * (1 - g * g)  # dA_c = dc * i * (1-g^2)
+        P[..., 3 * u :] = TC * o * (1 - o)  # dA_o = dh * tanh(c) * o(1-o)
+        Q = o * (1 - TC * TC)  # dc += dh * o * (1 - tanh(c)^2)
+        P3 = P.reshape(T, N, 4, u)
+        dH = self.dh_steps(dy, T)
+        U_T = np.ascontiguousarray(w["recurrent_kernel"].T)
+        dA = np.empty_like(S)
+        dA3 = dA.reshape(T, N, 4, u)
+        dh = np.zeros((N, u), dtype=S.dtype)
+        dc = np.zeros((N, u), dtype=S.dtype)
+        for t in range(T - 1, -1, -1):
+            dh += dH[t]
+            dc += dh * Q[t]
+            np.multiply(P3[t, :, :3], dc[:, None, :], out=dA3[t, :, :3])
+            np.multiply(P3[t, :, 3], dh, out=dA3[t, :, 3])
+            dc *= f[t]
+            dh = dA[t] @ U_T
+        dkernel, dx = self.input_grads(xt, dA, w, need_dx)
+        grads = {
+            "kernel": dkernel,
+            "recurrent_kernel": H[:-1].reshape(-1, u).T @ dA.reshape(-1, 4 * u),
+            "bias": dA.sum(axis=(0, 1)),
+        }
+        return dx, grads
+
+
+class Gru(_Recurrent):
+    """GRU, Keras gate order z, r, h, recurrent activation sigmoid, activation tanh,
+    h_t = z*h_{t-1} + (1-z)*h~.
+    reset_after=True (Keras 3's default): bias [2, 3u], row 0 for the input, row 1 for the
+        recurrent projection; h~ = tanh(x Wh + b_in_h + r * (h Wrh + b_rec_h)).
+    reset_after=False: bias [3u]; h~ = tanh(x Wh + (r*h) Wrh + b_h).
+    Given the forward, dL/dh_{t-1} is linear in dL/dh_t, so the backward loop is a product and
+    a few multiplies; the factors are precomputed over all steps."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.reset_after = layer.options["reset_after"]
+
+    def forward(self, x, w, training=False, rng=None):
+        xt = self.time_major(x)
+        T, N, D = xt.shape
+        u = self.units
+        U = w["recurrent_kernel"]
+        bias = w["bias"]
+        b_in = bias[0] if self.reset_after else bias
+        Z = (xt.reshape(T * N, D) @ w["kernel"] + b_in).reshape(T, N, 3 * u)
+        dt = Z.dtype
+        H = np.zeros((T + 1, N, u), dtype=dt)
+        ZR = np.empty((T, N, 2 * u), dtype=dt)  # z, r
+        HH = np.empty((T, N, u), dtype=dt)  # h~
+        R = np.empty((T, N, u), dtype=dt)  # reset_after: h Wrh + b_rec_h;  else r*h_{t-1}
+        if self.reset_after:
+            b_rec = bias[1]
+            for t in range(T):
+                rec = H[t] @ U
+                rec += b_rec
+                zr = ZR[t]
+                np.add(Z[t, :, : 2 * u], rec[:, : 2 * u], out=zr)
+                zr[:] = sigmoid(zr)
+                R[t] = rec[:, 2 * u :]
+                hh = HH[t]
+                np.multiply(zr[:, u:], R[t], out=hh)
+                hh += Z[t, :, 2 * u :]
+                np.tanh(hh, out=hh)
+                # h = h~ + z * (h_{t-1} - h~)
+                h = H[t + 1]
+                np.subtract(H[t], hh, out=h)
+                h *= zr[:, :u]
+                h += hh
+        else:
+            Uzr, Uh = U[:, : 2 * u], U[:, 2 * u :]
+            for t in range(T):
+                zr = ZR[t]
+                np.add(Z[t, :, : 2 * u], H[t] @ Uzr, out=zr)
+                zr[:] = sigmoid(zr)
+                np.multiply(zr[:, u:], H[t], out=R[t])
+                hh = HH[t]
+                np.matmul(R[t], Uh, out=hh)
+                hh += Z[t, :, 2 * u :]
+                np.tanh(hh, out=hh)
+                h = H[t + 1]
+                np.subtract(H[t], hh, out=h)
+                h *= zr[:, :u]
+                h += hh
+        return self.output(H), (xt, H, ZR, HH, R)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xt, H, ZR, HH, R = cache
+        T, N, _ = xt.shape
+        u = self.units
+        U = w["recurrent_kernel"]
+        z, r = ZR[..., :u], ZR[..., u:]
+        dH = self.dh_steps(dy, T)
+        # per unit of dh: dA_z = dh * (h_{t-1} - h~) z(1-z);  dA_h = dh * (1-z)(1-h~^2)
+        Pz = (H[:-1] - HH) * z * (1 - z)
+        Ph = (1 - z) * (1 - HH * HH)
+        dA = np.empty((T, N, 3 * u), dtype=H.dtype)
+        dh = np.zeros((N, u), dtype=H.dtype)
+        if self.reset_after:
+            # dA_r = dA_h * (h Wrh + b_rec_h) * r(1-r); the recurrent product sees dA_h * r
+            Pr = Ph * R * r * (1 - r)
+            Prh = Ph * r
+            Prec = np.concatenate([Pz, Pr, Prh], axis=-1).reshape(T, N, 3, u)
+            U_T = np.ascontiguousarray(U.T)
+            dRec = np.empty((T, N, 3 * u), dtype=H.dtype)
+            dRec3 = dRec.reshape(T, N, 3, u)
+            DH = np.empty((T, N, u), dtype=H.dtype)
+            for t in range(T - 1, -1, -1):
+                dh += dH[t]
+                DH[t] = dh
+                np.multiply(Prec[t], dh[:, None, :], out=dRec3[t])
+                rz = dh * z[t]
+                dh = dRec[t] @ U_T
+                dh += rz
+            dA[..., : 2 * u] = dRec[..., : 2 * u]
+            np.multiply(DH, Ph, out=dA[..., 2 * u :])
+            drec = dRec
+        else:
+            Uzr_T = np.ascontiguousarray(U[:, : 2 * u].T)
+            Uh_T = np.ascontiguousarray(U[:, 2 * u :].T)
+            rr = r * (1 - r)
+            for t in range(T - 1, -1, -1):
+                dh += dH[t]
+                dA[t, :, :u] = dh * Pz[t]
+                dAh = dA[t, :, 2 * u :]
+                np.multiply(dh, Ph[t], out=dAh)
+                drh = dAh @ Uh_T  # through (r*h) Wrh
+                dA[t, :, u : 2 * u] = drh * H[t] * rr[t]
+                dnext = dh * z[t]
+                dnext += drh * r[t]
+                dnext += dA[t, :, : 2 * u] @ Uzr_T
+                dh = dnext
+            drec = None
+        dkernel, dx = self.input_grads(xt, dA, w, need_dx)
+        hp = H[:-1].reshape(-1, u)
+        if self.reset_after:
+            d2 = drec.reshape(-1, 3 * u)
+            drk = hp.T @ d2
+            dbias = np.stack([dA.sum(axis=(0, 1)), d2.sum(axis=0)])
+        else:
+            dA2 = dA.reshape(-1, 3 * u)
+            drk = np.concatenate([hp.T @ dA2[:, : 2 * u], R.reshape(-1, u).T @ dA2[:, 2 * u :]], axis=1)
+            dbias = dA2.sum(axis=0)
+        return dx, {"kernel": dkernel, "recurrent_kernel": drk, "bias": dbias}
+
+
+KERNELS: dict[str, type] = {
+    "conv1d": Conv,
+    "conv2d": Conv,
+    "maxpool1d": MaxPool,
+    "maxpool2d": MaxPool,
+    "avgpool1d": AvgPool,
+    "avgpool2d": AvgPool,
+    "globalmaxpool": GlobalMaxPool,
+    "globalavgpool": GlobalAvgPool,
+    "flatten": Flatten,
+    "dense": Dense,
+    "dropout": Dropout,
+    "relu": Activation,
+    "sigmoid": Activation,
+    "tanh": Activation,
+    "softmax": Activation,
+    "embedding": Embedding,
+    "rnn": Rnn,
+    "lstm": Lstm,
+    "gru": Gru,
+}
