@@ -1,0 +1,73 @@
+"""nnc compile"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HELP = """Compile a spec to an ONNX model: the graph input is named after the spec's input and
+takes it channels-last with a symbolic batch axis; the outputs are what Keras computes with
+the same weights.
+
+Weights come from a checkpoint (--weights, an .npz of LAYER.kernel, LAYER.bias, ... in Keras
+layouts), or else are initialized as Keras initializes them, from --seed, so the model runs
+as it is. The output defaults to FILE with its suffix replaced by .onnx. Models whose weights
+pass 2 GiB keep them beside the model in OUT.onnx.data (ONNX external data). Files are
+written atomically; the same spec and weights always give the same bytes."""
+EXAMPLE = "nnc compile specs/mnist_convnet.nnspec -o mnist.onnx --weights mnist.npz --opset 17"
+
+
+def add_arguments(p):
+    from ..onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+    p.add_argument("file", metavar="FILE", help="the .nnspec file")
+    p.add_argument("-o", "--output", metavar="OUT.onnx", help="where to write the model (default: FILE with .onnx)")
+    p.add_argument("--weights", metavar="CKPT.npz", help="weights to compile in (default: Keras's initialization)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: {DEFAULT_OPSET})")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the initial weights when there is no --weights (default: 0)")
+
+
+def default_output(path: str) -> str:
+    root, ext = os.path.splitext(path)
+    return (root if ext == ".nnspec" else path) + ".onnx"
+
+
+def main(args) -> int:
+    from ..checker import check_file
+    from ..diagnostics import render
+    from ..errors import UserError
+    from ..onnx_export import SUPPORTED_OPSETS, compile_model, source_hash
+
+    if args.opset not in SUPPORTED_OPSETS:
+        raise UserError(f"--opset {args.opset} is not supported: nnc writes opsets {SUPPORTED_OPSETS.start} "
+                        f"to {SUPPORTED_OPSETS.stop - 1}", exit_code=2)
+    r = check_file(args.file)
+    if not r.ok:
+        for d in r.diagnostics:
+            print(render(d, r.source), file=sys.stderr)
+        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
+    model = r.model
+    if not model.source_sha256:
+        model.source_sha256 = source_hash(r.source)
+    if args.weights:
+        from ..weights import load_checkpoint
+
+        weights = load_checkpoint(args.weights, model)
+        origin = f"weights from {args.weights}"
+    else:
+        from ..weights import init_weights
+
+        weights = init_weights(model, args.seed)
+        origin = f"initial weights, seed {args.seed}"
+    out = args.output or default_output(args.file)
+    if os.path.isdir(out):
+        raise UserError(f"cannot write {out}: it is a folder; give a file name like {os.path.join(out, model.name)}.onnx")
+    try:
+        files = compile_model(model, weights, out, opset=args.opset)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    print(f"wrote {' and '.join(files)}: {model.name}, {model.total_params:,} parameters, opset {args.opset}, {origin}",
+          file=sys.stderr)
+    return 0
