@@ -1,0 +1,292 @@
+"""Training speed of the NumPy backend against PyTorch (CPU, 2 threads), on the same data.
+
+Two workloads, as the lecture trains them:
+  convnet  mnist_convnet.nnspec: 12,000 samples of 28x28x1, batch 128, SGD lr=0.01 momentum=0.9
+           (weight decay 0.0005), sparse categorical cross-entropy
+  lstm     imdb_lstm.nnspec: 2,048 sequences of 500 token ids, batch 128, RMSprop lr=0.001
+           rho=0.9, binary cross-entropy
+
+Each (workload, framework) pair runs in a subprocess of its own, so its peak memory (ru_maxrss)
+is its own: one warm-up batch, then `--epochs` timed epochs (the figure is the mean epoch).
+The data are synthetic (uniform pixels, random ids and labels), generated from the same seed in
+every subprocess, so both frameworks see the same arrays. The ratio nnc / PyTorch is the figure
+that travels between machines; the goal is at most 1.0.
+
+OPENBLAS_CORETYPE is removed from the subprocesses' environment (some images set it to an
+older core, which slows numpy's matrix products); everything else is as the shell has it.
+
+    .venv/bin/python bench/bench_train.py                 # both workloads, writes BENCHMARKS.md
+    .venv/bin/python bench/bench_train.py --epochs 1 --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SPECS = {"convnet": ROOT / "specs" / "mnist_convnet.nnspec", "lstm": ROOT / "specs" / "imdb_lstm.nnspec"}
+CONTRACT = [ROOT / "tests" / "data" / "contract", ROOT.parent / "shared" / "contract"]
+SAMPLES = {"convnet": 12_000, "lstm": 2_048}
+BATCH = 128
+
+
+def spec_path(workload: str) -> Path:
+    name = {"convnet": "mnist_convnet.nnspec", "lstm": "imdb_lstm.nnspec"}[workload]
+    for d in [SPECS[workload].parent] + CONTRACT:
+        if (d / name).exists():
+            return d / name
+    raise FileNotFoundError(name)
+
+
+def make_data(workload: str):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = SAMPLES[workload]
+    if workload == "convnet":
+        return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, size=n)
+    return rng.integers(0, 10_000, size=(n, 500)), rng.integers(0, 2, size=(n, 1)).astype(np.float32)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+# --- nnc ----------------------------------------------------------------------------------------
+
+
+def nnc_trainer(workload: str):
+    """One training step of nnc's backend with the spec's loss and optimizer."""
+    import numpy as np
+
+    import nnc
+    from nnc.backend import Network
+    from nnc.model import OptimizerConfig
+    from nnc.weights import init_weights
+
+    model = nnc.load(str(spec_path(workload)))
+    net = Network(model, init_weights(model, 0))
+    cfg = model.train.optimizer if model.train else OptimizerConfig("rmsprop", 0.001)
+    loss_name = model.train.loss if model.train else "binary_crossentropy"
+    try:  # the project's own losses and optimizers, when present
+        from nnc.losses import loss_and_grad
+        from nnc.optim import make_optimizer
+
+        opt = make_optimizer(cfg)
+        update = opt.step
+    except ImportError:  # pragma: no cover - a minimal stand-in with Keras's update rules
+        loss_and_grad, update = _fallback(cfg)
+    rng = np.random.default_rng(0)
+
+    def step(x, y):
+        z = net.forward(x, training=True, rng=rng)
+        _, dz = loss_and_grad(loss_name, z, y, net.final_activation)
+        update(net.weights, net.backward(dz))
+
+    return step, net
+
+
+def _fallback(cfg):
+    import numpy as np
+
+    state: dict = {}
+
+    def loss_and_grad(loss, z, y, activation):
+        if activation == "softmax":
+            p = np.exp(z - z.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            p[np.arange(len(y)), y] -= 1
+            return 0.0, p / len(y)
+        return 0.0, (1 / (1 + np.exp(-z)) - y) / y.size
+
+    def update(weights, grads):
+        for k, g in grads.items():
+            w = weights[k]
+            if cfg.name == "sgd":
+                w -= cfg.lr * cfg.weight_decay * w
+                v = state.setdefault(k, np.zeros_like(w))
+                v *= cfg.momentum
+                v -= cfg.lr * g
+                w += v
+            else:
+                s = state.setdefault(k, np.zeros_like(w))
+                s *= cfg.rho
+                s += (1 - cfg.rho) * g * g
+                w -= cfg.lr * g / np.sqrt(s + cfg.epsilon)
+
+    return loss_and_grad, update
+
+
+# --- PyTorch ------------------------------------------------------------------------------------
+
+
+def torch_trainer(workload: str):
+    import torch
+
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    nn = torch.nn
+    if workload == "convnet":
+        model = nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(),
+            nn.Linear(576, 64), nn.ReLU(), nn.Linear(64, 10),
+        )
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+        loss_fn = nn.CrossEntropyLoss()
+        prep = lambda x, y: (torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(y))
+    else:
+        class Imdb(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embedding = nn.Embedding(10_000, 32)
+                self.lstm = nn.LSTM(32, 32, batch_first=True)
+                self.dense = nn.Linear(32, 1)
+
+            def forward(self, x):
+                out, _ = self.lstm(self.embedding(x))
+                return self.dense(out[:, -1])
+
+        model = Imdb()
+        opt = torch.optim.RMSprop(model.parameters(), lr=0.001, alpha=0.9, eps=1e-7)
+        loss_fn = nn.BCEWithLogitsLoss()
+        prep = lambda x, y: (torch.from_numpy(x), torch.from_numpy(y))
+
+    def step(x, y):
+        tx, ty = prep(x, y)
+        opt.zero_grad()
+        loss_fn(model(tx), ty).backward()
+        opt.step()
+
+    return step, model
+
+
+# --- one measurement, in its own process ---------------------------------------------------------
+
+
+def worker(workload: str, framework: str, epochs: int) -> dict:
+    x, y = make_data(workload)
+    step, _ = (nnc_trainer if framework == "nnc" else torch_trainer)(workload)
+    step(x[:BATCH], y[:BATCH])  # warm-up: first allocations, lazy initialization
+    before = rss_mb()
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        for start in range(0, len(x), BATCH):
+            step(x[start : start + BATCH], y[start : start + BATCH])
+        times.append(time.perf_counter() - t)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"epoch_s": sum(times) / len(times), "epochs": times, "peak_mb": peak, "before_mb": before}
+
+
+def profile(workload: str, batches: int) -> str:
+    """cProfile of `batches` nnc training steps: the functions that take the time."""
+    import cProfile
+    import pstats
+
+    x, y = make_data(workload)
+    step, _ = nnc_trainer(workload)
+    step(x[:BATCH], y[:BATCH])
+    prof = cProfile.Profile()
+    prof.enable()
+    for b in range(batches):
+        step(x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH])
+    prof.disable()
+    stats = pstats.Stats(prof)
+    total = stats.total_tt
+    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:14]
+    lines = [f"cProfile of {batches} nnc training batches of the {workload} ({total:.2f} s in all), "
+             "by own time:", "", "| own time | share | calls | function |", "|---:|---:|---:|---|"]
+    for (file, line, fn), (cc, nc, tt, ct, _) in rows:
+        where = f"{Path(file).name}:{line} {fn}" if line else fn
+        lines.append(f"| {tt:.3f} s | {100 * tt / total:.0f}% | {nc} | `{where}` |")
+    return "\n".join(lines)
+
+
+def run_worker(args: list[str]) -> dict:
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"worker {args} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (default 2)")
+    p.add_argument("--workloads", default="convnet,lstm")
+    p.add_argument("--profile-batches", type=int, default=20)
+    p.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
+    p.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "FRAMEWORK"), help=argparse.SUPPRESS)
+    p.add_argument("--profile", metavar="WORKLOAD", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], args.worker[1], args.epochs)))
+        return 0
+    if args.profile:
+        print(json.dumps({"text": profile(args.profile, args.profile_batches)}))
+        return 0
+
+    from _report import machine, write_section
+
+    load_before = os.getloadavg()
+    rows, results = [], {}
+    for w in args.workloads.split(","):
+        r = {fw: run_worker(["--worker", w, fw, "--epochs", str(args.epochs)]) for fw in ("nnc", "torch")}
+        results[w] = r
+        ratio = r["nnc"]["epoch_s"] / r["torch"]["epoch_s"]
+        rows.append(f"| {w} | {r['nnc']['epoch_s']:.2f} s | {r['torch']['epoch_s']:.2f} s | **{ratio:.2f}** | "
+                    f"{r['nnc']['peak_mb']:.0f} MB | {r['torch']['peak_mb']:.0f} MB |")
+        print(rows[-1], flush=True)
+    prof = run_worker(["--profile", "convnet", "--profile-batches", str(args.profile_batches)])["text"]
+    load_after = os.getloadavg()
+    load = (f"Load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
+            f"{', '.join(f'{v:.2f}' for v in load_after)} after.")
+    body = "\n".join([
+        f"Epoch time of training, NumPy backend (nnc) against PyTorch {_torch_version()} on the CPU with "
+        f"2 threads, the same synthetic data, mean of {args.epochs} epoch(s) after a warm-up batch. "
+        "convnet: mnist_convnet, 12,000 samples of 28x28x1, batch 128, SGD with momentum. lstm: "
+        "imdb_lstm, 2,048 sequences of 500 steps, batch 128, RMSprop. Goal: ratio at most 1.0. "
+        "Peak memory is the peak resident set of each measurement's own process (interpreter, "
+        "libraries and data included).",
+        "",
+        "| workload | nnc epoch | PyTorch epoch | ratio nnc/PyTorch | nnc peak RSS | PyTorch peak RSS |",
+        "|---|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        load + " OPENBLAS_CORETYPE unset in the measured processes.",
+        "",
+        prof,
+    ])
+    if args.no_write:
+        print(body)
+    else:
+        write_section("bench_train", "Training: NumPy backend against PyTorch", body)
+        print(body)
+    return 0
+
+
+def _torch_version() -> str:
+    try:
+        import torch
+
+        return torch.__version__
+    except ImportError:  # pragma: no cover
+        return "(not installed)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
