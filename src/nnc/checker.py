@@ -53,6 +53,17 @@ EARLY_STOPPING = (
 TRAIN_KEYS = ("loss", "optimizer", "metrics", "early_stopping") + tuple(TRAIN_SCALARS)
 
 
+# Keras class names (in any case) and common words to nnc kinds, so that `Conv2D`,
+# `SimpleRNN` or `convolution` get a suggestion where spelling distance finds none.
+_KERAS_NAMES = {spec.keras.lower(): kind for kind, spec in KINDS.items()
+                if "/" not in spec.keras and spec.keras != "Activation"}
+_KERAS_NAMES.update({
+    "globalmaxpooling1d": "globalmaxpool", "globalmaxpooling2d": "globalmaxpool",
+    "globalaveragepooling1d": "globalavgpool", "globalaveragepooling2d": "globalavgpool",
+    "convolution": "conv2d", "conv": "conv2d", "linear": "dense", "fc": "dense", "maxpool": "maxpool2d",
+})
+
+
 class _Collector:
     def __init__(self, file: str):
         self.file = file
@@ -134,6 +145,7 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
     by_name = {o.name: o for o in opts}
     alias = {a: o.name for o in opts for a in o.aliases}
     given: dict[str, Span] = {}
+    guessed: set[str] = set()  # options a misspelling was reported for: not also "missing"
     values: dict[str, Any] = {}
     ok = True
     pos = 0
@@ -144,6 +156,8 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
             key = alias.get(arg.key, arg.key)
             if key not in by_name:
                 guess = did_you_mean(arg.key, list(by_name) + list(alias))
+                if guess:
+                    guessed.add(alias.get(guess, guess))
                 names = ", ".join(by_name) if by_name else "no options"
                 report("unknown-option", f"{owner} has no option '{arg.key}'" + (f"; did you mean '{guess}'?" if guess else ""),
                        arg.key_span, help=f"{owner} takes: {names}")
@@ -180,6 +194,9 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
         if o.name in values:
             continue
         if o.required and o.name not in given:
+            if o.name in guessed:
+                ok = False
+                continue
             how = f"{o.name}=..." if o.name not in positional else f"a {o.name} value"
             report("missing-option", f"{owner} needs {how}" + (f" ({o.doc})" if o.doc else ""), owner_span,
                    help=_example(owner, o))
@@ -279,12 +296,22 @@ class _Checker:
         if input_decl is None and not had_syntax:
             r("missing-input", "the spec declares no input", layers[0].span if layers else first,
               help="add a line like: input image: float32[28, 28, 1]")
-        built = self._layers(layers, inp)
+        syntax_lines = [d.span.line for d in self.ast.syntax_errors]
+        built = self._layers(layers, inp, syntax_lines, input_decl.span.line if input_decl else 0)
         train_cfg = self._train(train) if train else None
         if built is None or inp is None:
             return None
         model = Model(model_decl.name if model_decl else "model", inp, built, train_cfg,
                       hashlib.sha256(self.text.encode("utf-8")).hexdigest())
+        if had_syntax:
+            # A dropped line may have held a layer or the loss: no warnings, and an expect only
+            # where every dropped line comes after it and after the last layer (a broken train block).
+            first = min(syntax_lines)
+            last_layer = layers[-1].span.line if layers else 0
+            for e in expects:
+                if first > max(e.span.line, last_layer):
+                    self._expect(e, model)
+            return model
         if not layers and input_decl is not None:
             r("no-layers", "the model has no layers", input_decl.span)
         self._warnings(model, layers, train)
@@ -319,8 +346,13 @@ class _Checker:
 
     # -- layers
 
-    def _layers(self, stmts: list[LayerStmt], inp: InputSpec | None) -> list[Layer] | None:
+    def _layers(self, stmts: list[LayerStmt], inp: InputSpec | None, syntax_lines: list[int] = (),
+                after_line: int = 0) -> list[Layer] | None:
+        """Bind every layer's options and infer shapes. A line the parser dropped for a syntax
+        error after the input may have been a layer, so shapes past it are unknown: options are
+        still checked there, shapes are not (they would report mistakes the user did not make)."""
         r = self.report
+        broken = min((l for l in syntax_lines if l > after_line), default=None)
         shape = inp.shape if inp else None
         dtype = inp.dtype if inp else None
         counts: dict[str, int] = {}
@@ -330,7 +362,7 @@ class _Checker:
         for idx, st in enumerate(stmts):
             spec = KINDS.get(st.kind)
             if spec is None:
-                guess = did_you_mean(st.kind, KINDS)
+                guess = did_you_mean(st.kind, KINDS) or _KERAS_NAMES.get(st.kind.lower())
                 help = None
                 if st.kind in TRAIN_KEYS:
                     help = f"'{st.kind}' belongs inside a train {{ ... }} block"
@@ -354,11 +386,15 @@ class _Checker:
                 ok = False
                 shape = None
                 continue
+            if broken is not None and st.span.line > broken:
+                ok = False
+                shape = None
             if shape is None:
                 continue  # an earlier layer failed: its output shape is unknown
             if spec.accepts_dtype != dtype:
                 if dtype == "int64":
-                    r("bad-dtype", f"{st.kind} received int64 token ids from the input", st.kind_span,
+                    r("bad-dtype", f"{st.kind} received the int64 token ids of input '{inp.name}' "
+                      f"[{', '.join(map(str, shape))}]; only an embedding reads token ids", st.kind_span,
                       help="token ids go through an embedding first: embedding 32")
                 else:
                     r("bad-dtype", f"{st.kind} expects int64 token ids, but {dtype} values flow in", st.kind_span,
@@ -369,8 +405,9 @@ class _Checker:
                 continue
             if st.kind == "embedding" and opts["vocab"] is None:
                 if inp.vocab is None:
-                    r("missing-vocab", "embedding does not know the vocabulary size", st.kind_span,
-                      help="add vocab=N to the input or to the embedding")
+                    r("missing-vocab", f"embedding needs the vocabulary size, but input '{inp.name}' declares no vocab "
+                      "and the embedding has no vocab= option", st.kind_span,
+                      help=f"add vocab=N to the input (input {inp.name}: int64[...] vocab=10000) or to the embedding")
                     ok = False
                     shape = None
                     continue
