@@ -37,8 +37,8 @@ DEFAULT_OPSET = 17
 """Default ai.onnx opset: supported by onnxruntime >= 1.11, TensorRT 8.6, OpenVINO and others."""
 MIN_OPSET = 14
 """Opset 14 is the first with the recurrent operators' current definitions (and `layout`)."""
-MAX_OPSET = 22
-"""The newest opset tested against onnx and onnxruntime (tests/onnx/test_onnx_opsets.py)."""
+MAX_OPSET = 26
+"""The newest opset onnxruntime 1.31 loads; every opset in the range is tested (tests/onnx/test_onnx_opsets.py)."""
 SUPPORTED_OPSETS = range(MIN_OPSET, MAX_OPSET + 1)
 
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3
