@@ -1,0 +1,61 @@
+"""nnc graph"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HELP = """Draw a spec as a diagram: the input on top, then a box a layer with its name and
+kind, key options, output shape and parameter count. The output's extension picks the
+format: .svg and .png are drawn with matplotlib (no Graphviz needed), .dot is Graphviz
+text. Without -o the diagram goes to SPEC_NAME.svg in the current directory.
+
+Exit status: 0 when the diagram is written, 1 when the spec has errors, 2 on a usage or
+I/O error."""
+EXAMPLE = "nnc graph specs/mnist_convnet.nnspec -o mnist_convnet.png"
+
+
+def add_arguments(p):
+    p.add_argument("file", metavar="FILE", help="the .nnspec file")
+    p.add_argument("-o", "--output", metavar="OUT", help="OUT.svg, OUT.png or OUT.dot (default: FILE's name, .svg)")
+
+
+def _new_file_mode(path: str) -> int:
+    if os.path.exists(path):
+        return os.stat(path).st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def main(args) -> int:
+    from ..checker import check_file
+    from ..diagnostics import render
+    from ..errors import UserError
+    from ..graph import FORMATS
+
+    out = args.output or os.path.splitext(os.path.basename(args.file))[0] + ".svg"
+    ext = os.path.splitext(out)[1].lower().lstrip(".")
+    ext = "dot" if ext == "gv" else ext
+    if ext not in FORMATS:
+        raise UserError(f"cannot tell the format of {out}: expected a name ending in .svg, .png or .dot, "
+                        f"received '.{ext}'" if ext else f"cannot tell the format of {out}: it has no extension",
+                        exit_code=2, help="for example: -o model.png")
+    r = check_file(args.file)
+    if not r.ok:
+        for d in r.diagnostics:
+            print(render(d, r.source), file=sys.stderr)
+        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
+    from ..graph import render as draw
+    from ..weights import atomic_open
+
+    data = draw(r.model, ext)
+    try:
+        with atomic_open(out, "wb") as f:
+            os.fchmod(f.fileno(), _new_file_mode(out))  # as a plain open() would, not mkstemp's 0600
+            f.write(data)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}", exit_code=2) from None
+    print(f"wrote {out} ({r.model.name}: {len(r.model.layers)} layers, {r.model.total_params:,} parameters)",
+          file=sys.stderr)
+    return 0
