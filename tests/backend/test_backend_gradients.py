@@ -201,3 +201,21 @@ def test_embedding_refuses_out_of_range_ids():
     net = Network(model, make_weights(model, np.random.default_rng(0)))
     with pytest.raises(nnc.UserError, match="vocab=7"):
         net.predict(np.array([[0, 1, 2, 3, 7]]))
+
+
+@pytest.mark.parametrize("body,first", [
+    # windows that tile the input: the top-left element of each 2x2 block
+    ("maxpool2d 2", [(0, 0), (0, 2), (2, 0), (2, 2)]),
+    # overlapping windows (stride 1): window (i, j) starts at (i, j), its first element
+    ("maxpool2d 2 stride=1", [(i, j) for i in range(3) for j in range(3)]),
+])
+def test_maxpool_gives_a_tied_window_gradient_to_its_first_maximum(body, first):
+    # a flat input has its maximum everywhere; TensorFlow and PyTorch pick the first in each window
+    model = nnc.loads(f"model t\ninput x: float32[4, 4, 1]\n{body}\n")
+    net = Network(model, {}, dtype=np.float64)
+    z = net.forward(np.ones((1, 4, 4, 1)))
+    net.backward(np.ones_like(z), need_input_grad=True)
+    expected = np.zeros((1, 4, 4, 1))
+    for i, j in first:
+        expected[0, i, j, 0] += 1
+    np.testing.assert_array_equal(net.input_grad, expected)

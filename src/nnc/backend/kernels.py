@@ -138,8 +138,20 @@ class Conv(_Windowed):
         self.use_bias = layer.options["use_bias"]
 
     def im2col(self, x):
-        xp = self.pad(x)
+        xp = np.ascontiguousarray(self.pad(x))
         n, c = x.shape[0], x.shape[-1]
+        if self.window[-1] * c >= 16:
+            # one copy from a strided view: along the last spatial axis a window's elements and
+            # their channels are contiguous in memory (kw*in values), so the view is
+            # [n, *out, *window[:-1], kw*in] and the copy moves long contiguous runs
+            st = xp.strides
+            d = len(self.out)
+            shape = (n,) + self.out + self.window[:-1] + (self.window[-1] * c,)
+            strides = ((st[0],) + tuple(st[1 + a] * self.strides[a] for a in range(d))
+                       + tuple(st[1 + a] for a in range(d - 1)) + (st[-1],))
+            view = np.lib.stride_tricks.as_strided(xp, shape, strides, writeable=False)
+            return np.ascontiguousarray(view).reshape(n * prod(self.out), -1)
+        # few channels: one copy per window offset, each over the whole batch
         # cols[n, *out, *window, c]: the row order of the Keras kernel [*window, in, out]
         cols = np.empty((n,) + self.out + self.window + (c,), dtype=x.dtype)
         lead = (slice(None),) * (1 + len(self.out))
@@ -175,29 +187,68 @@ class Conv(_Windowed):
 
 
 class MaxPool(_Windowed):
-    """maxpool1d/2d: a running maximum over the window offsets; the gradient goes to the first
-    maximum of each window (as TensorFlow and PyTorch do). `same` pads with -inf."""
+    """maxpool1d/2d: a running maximum over the window offsets. The gradient goes to the first
+    maximum of each window (TensorFlow and PyTorch do the same), found again in backward by
+    comparing each offset with the maximum. `same` pads with -inf."""
 
     def forward(self, x, w, training=False, rng=None):
         xp = self.pad(x, -np.inf)
         y = None
-        arg = np.zeros((x.shape[0],) + self.out + (x.shape[-1],), dtype=np.int16)
-        for k, off in enumerate(self.offsets):
+        for off in self.offsets:
             s = xp[_window_slices(off, self.strides, self.out)]
             if y is None:
                 y = s.copy()
-                continue
-            better = s > y  # strict: ties keep the earlier offset
-            np.copyto(y, s, where=better)
-            arg[better] = k
-        return y, (arg, x.shape)
+            else:
+                np.maximum(y, s, out=y)
+        return y, (xp, y)
 
     def backward(self, dy, w, cache, need_dx=True):
-        arg, xshape = cache
-        dxp = np.zeros(self.padded_shape(xshape[0], xshape[-1]), dtype=dy.dtype)
-        for k, off in enumerate(self.offsets):
-            dxp[_window_slices(off, self.strides, self.out)] += np.where(arg == k, dy, 0)
+        xp, y = cache
+        if self.strides == self.window:
+            return self.unpad(self._tiled_backward(xp, y, dy)), {}
+        dxp = np.zeros(xp.shape, dtype=dy.dtype)
+        overlap = any(s < k for s, k in zip(self.strides, self.window))
+        taken = None  # windows whose maximum an earlier offset already had
+        for off in self.offsets:
+            sl = _window_slices(off, self.strides, self.out)
+            first = np.equal(xp[sl], y)
+            if taken is None:
+                taken = first.copy()
+            else:
+                np.greater(first, taken, out=first)  # first & ~taken
+                taken |= first
+            if overlap:
+                np.add(dxp[sl], dy, out=dxp[sl], where=first)
+            else:  # each input element is in one window only: a masked copy suffices
+                np.copyto(dxp[sl], dy, where=first)
         return self.unpad(dxp), {}
+
+    def _tiled_backward(self, xp, y, dy):
+        """Windows that tile the input (stride == pool, the usual case): view the input as
+        [n, o1, k1, o2, k2, c] blocks and compare every element with its window's maximum in one
+        operation; ties (flat regions) are then settled for the first offset."""
+        d = len(self.out)
+        n, c = xp.shape[0], xp.shape[-1]
+        blocks = tuple(x for o, k in zip(self.out, self.window) for x in (o, k))
+        expand = (n,) + tuple(x for o in self.out for x in (o, 1)) + (c,)
+        crop = (slice(None),) + tuple(slice(0, o * k) for o, k in zip(self.out, self.window))
+        xr = xp[crop].reshape((n,) + blocks + (c,))
+        eq = xr == y.reshape(expand)
+        if np.count_nonzero(eq) > y.size:  # some window has its maximum twice
+            taken = None
+            for off in self.offsets:
+                v = eq[(slice(None),) + tuple(x for o in off for x in (slice(None), o))]
+                if taken is None:
+                    taken = v.copy()
+                else:
+                    np.greater(v, taken, out=v)
+                    taken |= v
+        dblocks = np.multiply(eq, dy.reshape(expand), dtype=dy.dtype)
+        if all(o * k == s for o, k, s in zip(self.out, self.window, xp.shape[1:-1])):
+            return dblocks.reshape(xp.shape)  # the windows cover the whole input
+        dxp = np.zeros(xp.shape, dtype=dy.dtype)
+        dxp[crop] = dblocks.reshape(xp[crop].shape)
+        return dxp
 
 
 class AvgPool(_Windowed):

@@ -52,6 +52,13 @@ class Network:
         if steps and isinstance(steps[-1].kernel, Activation) and steps[-1].kernel.name in ("softmax", "sigmoid"):
             self.final_activation = steps[-1].kernel.name
             steps = steps[:-1]
+        # relu then maxpool == maxpool then relu, exactly (relu is monotone and exact in floats),
+        # and so are the gradients (ties the swap could break are where relu's slope is 0 anyway):
+        # pooling first makes the relu act on a quarter of the values
+        for i in range(len(steps) - 1):
+            if (isinstance(steps[i].kernel, Activation) and steps[i].kernel.name == "relu"
+                    and steps[i + 1].kind in ("maxpool1d", "maxpool2d")):
+                steps[i], steps[i + 1] = steps[i + 1], steps[i]
         self.steps = steps
         self._caches: list | None = None
         self.input_grad: np.ndarray | None = None
