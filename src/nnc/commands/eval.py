@@ -1,0 +1,55 @@
+"""nnc eval"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = """Evaluate trained weights on a data set's test split (x_test, y_test; a file without them,
+such as a .csv, is evaluated whole): the loss and metrics of the spec's train block, computed
+as Keras's evaluate() computes them, with dropout off."""
+EXAMPLE = "nnc eval specs/digits_convnet.nnspec --weights runs/digits_convnet/weights.npz --data digits --format json"
+
+
+def add_arguments(p):
+    p.add_argument("file", metavar="FILE", help="the .nnspec file")
+    p.add_argument("--weights", metavar="CKPT.npz", required=True, help="trained weights (nnc train's weights.npz)")
+    p.add_argument("--data", metavar="DATA", required=True, help="an .npz, a .csv, or 'digits'")
+    p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward pass (default: 256)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+
+
+def main(args) -> int:
+    from ..checker import check_file
+    from ..diagnostics import render
+    from ..errors import UserError
+
+    r = check_file(args.file)
+    if not r.ok:
+        for d in r.diagnostics:
+            print(render(d, r.source), file=sys.stderr)
+        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, received {args.batch_size}")
+    from ..backend import Network
+    from ..data import load_data
+    from ..train import default_config, evaluate
+    from ..weights import load_checkpoint
+
+    model = r.model
+    cfg = model.train or default_config(model)[0]
+    data = load_data(args.data, model, cfg.loss)
+    weights = load_checkpoint(args.weights, model)
+    if data.x_test is not None:
+        x, y, split = data.x_test, data.y_test, "test"
+    else:
+        x, y, split = data.x_train, data.y_train, "all"
+    result = evaluate(Network(model, weights), x, y, cfg.loss, cfg.metrics, args.batch_size)
+    if args.format == "json":
+        print(json.dumps({"model": model.name, "data": args.data, "split": split, "samples": int(len(x)),
+                          "loss_function": cfg.loss, **result}, indent=2))
+    else:
+        what = "test split" if split == "test" else "every sample (the data has no x_test, y_test)"
+        print(f"{model.name} on {args.data}, {what}, {len(x)} samples: "
+              + " - ".join(f"{k}: {v:.4f}" for k, v in result.items()))
+    return 0

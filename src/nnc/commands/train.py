@@ -1,0 +1,146 @@
+"""nnc train"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+HELP = """Train a spec with nnc's NumPy backend (no deep-learning framework needed), as Keras's
+fit() would: the spec's train block gives loss, optimizer, metrics, epochs, batch size,
+validation split and seed; each can be overridden by a flag. A spec without a train block
+trains with Keras's defaults and a loss chosen from its output.
+
+--data takes an .npz with x_train, y_train[, x_test, y_test] (the layout of Keras's mnist.npz
+and imdb.npz), a .csv (a row per sample: the input's values, then the target), or `digits`
+(8x8 handwritten digits shipped with nnc). Data that does not fit the spec is refused before
+training starts.
+
+DIR receives weights.npz (the trained weights, for `nnc compile --weights`), history.json
+(loss and metrics per epoch), curves.png, and state.npz: each epoch is checkpointed
+atomically, so a run that was stopped (Ctrl-C, a kill, a crash) continues with
+`nnc train --resume DIR` and ends with the same weights as an uninterrupted run."""
+EXAMPLE = "nnc train specs/digits_convnet.nnspec --data digits --out runs/digits_convnet"
+
+_FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "batch_size", "validation_split", "seed", "shuffle",
+                    "patience", "monitor")
+
+
+def add_arguments(p):
+    p.add_argument("file", metavar="FILE", nargs="?", help="the .nnspec file (optional with --resume)")
+    p.add_argument("--data", metavar="DATA", help="an .npz, a .csv, or 'digits'")
+    p.add_argument("--out", metavar="DIR", help="where the run is written (default: runs/MODEL_NAME)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
+    g = p.add_argument_group("overrides of the spec's train block")
+    g.add_argument("--epochs", type=int, metavar="N", help="number of epochs (on --resume: the new total)")
+    g.add_argument("--batch-size", type=int, metavar="N")
+    g.add_argument("--lr", "--learning-rate", type=float, metavar="LR", dest="lr")
+    g.add_argument("--momentum", type=float, metavar="M")
+    g.add_argument("--optimizer", choices=("sgd", "rmsprop", "adam"), help="with Keras's defaults")
+    g.add_argument("--loss", choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
+                                      "binary_crossentropy", "mse"))
+    g.add_argument("--validation-split", type=float, metavar="F", help="the last fraction F of the training data")
+    g.add_argument("--seed", type=int, metavar="N", help="initial weights, shuffling and dropout")
+    g.add_argument("--shuffle", action=argparse_bool(), default=None, help="shuffle every epoch (--no-shuffle)")
+    g.add_argument("--patience", type=int, metavar="N", help="early stopping after N epochs without improvement")
+    g.add_argument("--monitor", choices=("val_loss", "val_accuracy", "loss", "accuracy"),
+                   help="what early stopping watches (default: val_loss with validation data, else loss)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def argparse_bool():
+    import argparse
+
+    return argparse.BooleanOptionalAction
+
+
+def main(args) -> int:
+    from ..checker import check_file, check_source
+    from ..data import BUILTIN, load_data
+    from ..diagnostics import render
+    from ..errors import UserError
+    from ..train import (CURVES, HISTORY, STATE, WEIGHTS, Progress, Trainer, config_from_json, default_config,
+                         describe, evaluate, override, plot_curves, read_state)
+
+    progress = Progress(quiet=args.quiet)
+    meta = arrays = None
+    if args.resume:
+        arrays, meta = read_state(args.resume)
+        given = [k for k in _FIXED_ON_RESUME if getattr(args, k) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UserError(f"{flag} cannot change when resuming: the run continues with the settings it started "
+                            f"with (only --epochs may raise the total)")
+        if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+            raise UserError("--out and --resume name different folders; a resumed run writes where it started")
+        out = args.resume
+        if args.file:
+            r = check_file(args.file)
+        else:
+            r = check_source(meta["spec_source"], meta["spec_path"] or "<spec from state.npz>")
+            if r.model is not None:
+                r.model.path = meta["spec_path"] or None
+    else:
+        if not args.file:
+            raise UserError("nnc train needs a spec FILE (or --resume DIR)")
+        r = check_file(args.file)
+    if not r.ok:
+        for d in r.diagnostics:
+            print(render(d, r.source), file=sys.stderr)
+        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
+    model = r.model
+
+    if meta is not None:
+        cfg = config_from_json(meta["config"])
+        if args.epochs is not None:
+            import dataclasses
+
+            cfg = dataclasses.replace(cfg, epochs=args.epochs)
+        data_arg = args.data or meta["data"]
+    else:
+        if model.train is not None:
+            cfg = model.train
+        else:
+            cfg, note = default_config(model)
+            progress.say(note)
+        cfg = override(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                       optimizer=args.optimizer, loss=args.loss, validation_split=args.validation_split,
+                       seed=args.seed, shuffle=args.shuffle, patience=args.patience, monitor=args.monitor)
+        if not args.data:
+            raise UserError("nnc train needs --data: an .npz, a .csv, or 'digits'")
+        data_arg = args.data
+        out = args.out or os.path.join("runs", model.name)
+        if os.path.exists(os.path.join(out, STATE)):
+            raise UserError(f"{out} already holds a training run ({STATE})",
+                            help=f"continue it with `nnc train --resume {out}`, or choose another --out")
+    data_ref = data_arg if data_arg in BUILTIN else os.path.abspath(data_arg)
+    data = load_data(data_ref, model, cfg.loss)
+    trainer = Trainer(model, cfg, data, out, spec_source=r.source, progress=progress)
+    if meta is not None:
+        trainer.restore(arrays, meta)
+        if trainer.finished:
+            progress.say(f"{out}: the run already finished ({trainer.state.epoch} epochs"
+                         + (", stopped early" if trainer.state.stopped_epoch is not None else "") + ")")
+        else:
+            progress.say(f"resuming {model.name} in {out} after epoch {trainer.state.epoch} of {cfg.epochs}")
+    else:
+        n_val = 0 if trainer.x_val is None else len(trainer.x_val)
+        progress.say(f"training {model.name} on {data_arg}: {len(trainer.x)} samples"
+                     + (f", {n_val} for validation" if n_val else ""))
+        progress.say(describe(cfg))
+        for note in data.notes:
+            progress.say(note)
+    try:
+        history = trainer.fit()
+    except KeyboardInterrupt:
+        done = trainer.state.epoch
+        where = (f"{out} holds the run after epoch {done}" if done else "no epoch finished, nothing was saved")
+        print(f"\nnnc train: interrupted in epoch {done + 1}/{cfg.epochs}; {where}", file=sys.stderr)
+        if done:
+            print(f"continue with: nnc train --resume {out}", file=sys.stderr)
+        return 130
+    plot_curves(history, os.path.join(out, CURVES), title=model.name)
+    if data.x_test is not None:
+        test = evaluate(trainer.net, data.x_test, data.y_test, cfg.loss, cfg.metrics)
+        progress.say(f"test ({len(data.x_test)} samples): " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
+    progress.say(f"wrote {', '.join(os.path.join(out, f) for f in (WEIGHTS, HISTORY, CURVES, STATE))}")
+    return 0

@@ -1,0 +1,296 @@
+"""Training data for `nnc train` and `nnc eval`: read, shaped for the spec, and refused (with the
+array and the problem named) before any training starts when it does not fit.
+
+Sources (`--data`):
+  - `digits`: the 8x8 handwritten digits shipped in nnc/data/digits.npz (see its README):
+    1,437 training and 360 test images, pixels scaled to [0, 1].
+  - `FILE.npz` with `x_train, y_train[, x_test, y_test]`, the layout of Keras's mnist.npz and
+    imdb.npz. uint8 images are scaled to [0, 1]; token sequences (int arrays or ragged lists)
+    are padded or truncated to the spec's length as keras.utils.pad_sequences does.
+  - `FILE.csv`: one sample a row, the input's values flattened, then the target column(s);
+    a first row that is not numbers is a header.
+
+    data = load_data("digits", model, loss)    # Dataset: x_train, y_train, x_test, y_test
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass, field
+from math import prod
+
+import numpy as np
+
+from .errors import UserError
+from .model import Model
+
+BUILTIN = ("digits",)
+
+
+@dataclass
+class Dataset:
+    name: str  # what --data said
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)  # what was done to the data, for the user
+
+    def fingerprint(self) -> str:
+        """A hash of the training arrays as training sees them: resuming checks it."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train):
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+def load_data(source: str, model: Model, loss: str) -> Dataset:
+    """Read `source` and shape it for `model` trained with `loss`; UserError when it does not fit."""
+    raw, scale, notes = _read(source, model, loss)
+    train = _pair(raw, "x_train", "y_train", source)
+    test = None
+    if "x_test" in raw or "y_test" in raw:
+        test = _pair(raw, "x_test", "y_test", source)
+    x_train = prepare_x(train[0], "x_train", model, scale, notes)
+    y_train = prepare_y(train[1], "y_train", model, loss, notes)
+    _same_length(x_train, y_train, "x_train", "y_train")
+    ds = Dataset(source, x_train, y_train, notes=notes)
+    if test is not None:
+        ds.x_test = prepare_x(test[0], "x_test", model, scale, [])
+        ds.y_test = prepare_y(test[1], "y_test", model, loss, [])
+        _same_length(ds.x_test, ds.y_test, "x_test", "y_test")
+    return ds
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def _read(source: str, model: Model, loss: str) -> tuple[dict, float | None, list[str]]:
+    notes: list[str] = []
+    if source in BUILTIN:
+        from importlib.resources import files
+
+        with files("nnc").joinpath("data", f"{source}.npz").open("rb") as f, np.load(f) as d:
+            raw = {k: d[k] for k in d.files}
+        notes.append("digits: 1,437 training and 360 test images of 8x8 pixels, scaled from 0..16 to [0, 1]")
+        return raw, 1 / 16, notes
+    ext = os.path.splitext(source)[1].lower()
+    if not os.path.exists(source):
+        raise UserError(f"cannot read data {source}: no such file",
+                        help="--data takes an .npz (x_train, y_train[, x_test, y_test]), a .csv, or 'digits'")
+    if ext == ".npz":
+        return _read_npz(source), None, notes
+    if ext == ".csv":
+        return _read_csv(source, model, loss), None, notes
+    raise UserError(f"cannot read data {source}: expected an .npz or .csv file, or 'digits'")
+
+
+def _read_npz(path: str) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            try:
+                return {k: d[k] for k in d.files}
+            except ValueError:
+                pass  # object arrays: ragged token lists, as in Keras's imdb.npz
+        with np.load(path, allow_pickle=True) as d:  # the file the user named, as Keras loads imdb.npz
+            return {k: d[k] for k in d.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"cannot read data {path}: not a valid .npz file ({e})") from None
+
+
+def _read_csv(path: str, model: Model, loss: str) -> dict:
+    n_in = prod(model.input.shape)
+    out = model.output_shape
+    n_out = prod(out[:-1]) if loss == "sparse_categorical_crossentropy" else prod(out)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read data {path}: {e}") from None
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise UserError(f"data {path} has no rows", exit_code=1)
+    want = n_in + n_out
+    values = []
+    for i, r in enumerate(rows, start=1):
+        if len(r) != want:
+            raise UserError(f"data {path}: row {i} has {len(r)} columns, but the spec needs {want} "
+                            f"({n_in} input values, then {n_out} target{'s' if n_out != 1 else ''})", exit_code=1)
+        try:
+            values.append([float(c) for c in r])
+        except ValueError:
+            bad = next(c for c in r if not _is_float(c))
+            raise UserError(f"data {path}: row {i} has a value that is not a number: {bad!r}", exit_code=1) from None
+    table = np.array(values)
+    return {"x_train": table[:, :n_in], "y_train": table[:, n_in:] if n_out != 1 else table[:, n_in]}
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _numeric(row: list[str]) -> bool:
+    return all(_is_float(c) for c in row)
+
+
+def _pair(raw: dict, xname: str, yname: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+    missing = [n for n in (xname, yname) if n not in raw]
+    if missing:
+        raise UserError(f"data {source} lacks {' and '.join(missing)} (it has {', '.join(sorted(raw)) or 'no arrays'})",
+                        exit_code=1, help="an .npz for nnc holds x_train, y_train and optionally x_test, y_test")
+    return raw[xname], raw[yname]
+
+
+def _same_length(x, y, xname, yname):
+    if len(x) != len(y):
+        raise UserError(f"{xname} has {len(x)} samples, but {yname} has {len(y)}", exit_code=1)
+    if len(x) == 0:
+        raise UserError(f"{xname} has no samples", exit_code=1)
+
+
+# --- inputs ------------------------------------------------------------------------------------
+
+
+def pad_sequences(seqs, maxlen: int, value: int = 0) -> np.ndarray:
+    """keras.utils.pad_sequences with its defaults: pad and truncate at the front ('pre'), so a
+    long sequence keeps its last `maxlen` tokens."""
+    out = np.full((len(seqs), maxlen), value, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = np.asarray(s, dtype=np.int64).reshape(-1)[-maxlen:] if maxlen else np.zeros(0, np.int64)
+        if len(s):
+            out[i, maxlen - len(s):] = s
+    return out
+
+
+def prepare_x(x: np.ndarray, name: str, model: Model, scale: float | None, notes: list[str]) -> np.ndarray:
+    inp = model.input
+    want = tuple(inp.shape)
+    x = np.asarray(x)
+    if inp.dtype == "int64":
+        return _prepare_tokens(x, name, want, inp.vocab, notes)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise UserError(f"{name} has dtype {x.dtype}, but the input '{inp.name}' takes numbers (float32)", exit_code=1)
+    x = _reshape(x, name, want, f"the input '{inp.name}'")
+    if scale is None and x.dtype == np.uint8:
+        scale = 1 / 255
+        if name == "x_train":
+            notes.append(f"{name} is uint8: pixels scaled from 0..255 to [0, 1]")
+    x = x.astype(np.float32)
+    if scale is not None:
+        x *= np.float32(scale)
+    _finite(x, name)
+    return x
+
+
+def _prepare_tokens(x, name, want, vocab, notes):
+    maxlen = want[0] if want else 0
+    if x.dtype == object:  # ragged lists of token ids
+        try:
+            x = pad_sequences(list(x), maxlen)
+        except (TypeError, ValueError):
+            raise UserError(f"{name} holds objects that are not sequences of token ids", exit_code=1) from None
+        if name == "x_train":
+            notes.append(f"{name}: sequences padded or truncated at the front to {maxlen} tokens (as pad_sequences)")
+    elif np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all() or (x != np.round(x)).any():
+            raise UserError(f"{name} has non-integer values, but the input takes token ids (int64)", exit_code=1)
+        x = x.astype(np.int64)
+    elif not np.issubdtype(x.dtype, np.integer):
+        raise UserError(f"{name} has dtype {x.dtype}, but the input takes token ids (int64)", exit_code=1)
+    if x.ndim != 2 and len(want) == 1:
+        raise UserError(f"{name} has shape {list(x.shape)}, but the input takes sequences of token ids "
+                        f"[samples, {maxlen}]", exit_code=1)
+    if len(want) == 1 and x.shape[1] != maxlen:
+        x = pad_sequences(x, maxlen)
+        if name == "x_train":
+            notes.append(f"{name}: sequences padded or truncated at the front to {maxlen} tokens (as pad_sequences)")
+    x = _reshape(x, name, want, "the input")
+    x = x.astype(np.int64)
+    if x.size and x.min() < 0:
+        raise UserError(f"{name} has a negative token id ({int(x.min())})", exit_code=1)
+    if vocab is not None and x.size and x.max() >= vocab:
+        raise UserError(f"{name} has token ids up to {int(x.max())}, but the input's vocab is {vocab} (ids 0 to {vocab - 1})",
+                        exit_code=1, help="map rarer words to one out-of-vocabulary id first, as Keras's "
+                                          "imdb.load_data(num_words=...) does, or raise vocab= in the spec")
+    return x
+
+
+def _reshape(x, name, want, what):
+    got = tuple(x.shape[1:])
+    if got == want:
+        return x
+    squeezed = tuple(d for d in got if d != 1)
+    # accept only shapes that differ by axes of size 1 ([28, 28] for [28, 28, 1]) or flat rows
+    if x.ndim >= 1 and prod(got) == prod(want) and (squeezed == tuple(d for d in want if d != 1) or len(got) == 1):
+        return x.reshape((len(x),) + want)
+    raise UserError(f"{name} has samples of shape {list(got)}, but {what} takes {list(want)}", exit_code=1)
+
+
+def _finite(a, name):
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise UserError(f"{name} has {bad} NaN or Inf value{'s' if bad != 1 else ''}", exit_code=1)
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+
+def prepare_y(y: np.ndarray, name: str, model: Model, loss: str, notes: list[str]) -> np.ndarray:
+    out = tuple(model.output_shape)
+    y = np.asarray(y)
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise UserError(f"{name} has dtype {y.dtype}, but targets are numbers", exit_code=1)
+    _finite(y, name)
+    classes = out[-1]
+    if loss == "sparse_categorical_crossentropy":
+        labels = _labels(y, name, out[:-1], classes)
+        return labels
+    if loss == "categorical_crossentropy" and tuple(y.shape[1:]) != out and np.issubdtype(y.dtype, np.integer):
+        labels = _labels(y, name, out[:-1], classes)
+        if name == "y_train":
+            notes.append(f"{name} holds class ids: one-hot encoded for categorical_crossentropy")
+        return np.eye(classes, dtype=np.float32)[labels]
+    if tuple(y.shape[1:]) != out:
+        if prod(y.shape[1:]) == prod(out) and tuple(d for d in y.shape[1:] if d != 1) == tuple(d for d in out if d != 1):
+            y = y.reshape((len(y),) + out)
+        else:
+            raise UserError(f"{name} has targets of shape {list(y.shape[1:])}, but the model outputs {list(out)}",
+                            exit_code=1)
+    y = y.astype(np.float32)
+    if loss == "binary_crossentropy" and y.size and (y.min() < 0 or y.max() > 1):
+        raise UserError(f"{name} has values from {y.min():g} to {y.max():g}, but binary_crossentropy takes "
+                        f"targets in [0, 1]", exit_code=1)
+    if loss == "categorical_crossentropy" and y.size and y.min() < 0:
+        raise UserError(f"{name} has negative values, but categorical_crossentropy takes one-hot targets", exit_code=1)
+    return y
+
+
+def _labels(y, name, positions, classes):
+    """Class ids shaped [samples, *positions]; a trailing axis of 1 is dropped as Keras does."""
+    if tuple(y.shape[1:]) != positions:
+        if prod(y.shape[1:]) == prod(positions) and tuple(d for d in y.shape[1:] if d != 1) == \
+                tuple(d for d in positions if d != 1):
+            y = y.reshape((len(y),) + positions)
+        else:
+            raise UserError(f"{name} has labels of shape {list(y.shape[1:])}, but sparse labels for a model with "
+                            f"output {list(positions) + [classes]} are shaped {list(positions)} (one class id "
+                            f"per sample)", exit_code=1,
+                            help="one-hot targets go with loss categorical_crossentropy")
+    if np.issubdtype(y.dtype, np.floating) and (y != np.round(y)).any():
+        raise UserError(f"{name} has labels that are not whole numbers, but class ids are 0 to {classes - 1}",
+                        exit_code=1)
+    if y.size and y.min() < 0:
+        raise UserError(f"{name} has a negative label ({y.min():g}); class ids are 0 to {classes - 1}", exit_code=1)
+    if y.size and y.max() >= classes:
+        raise UserError(f"{name} has labels up to {int(y.max())}, but the model outputs {classes} "
+                        f"class{'es' if classes != 1 else ''} (ids 0 to {classes - 1})", exit_code=1)
+    return y.astype(np.int64)

@@ -1,0 +1,415 @@
+"""The training loop of `nnc train`, with Keras's semantics, on the NumPy backend.
+
+- Validation data is the *last* `validation_split` of the training arrays, taken before any
+  shuffling (Keras's `fit(validation_split=...)`: split_at = floor(n * (1 - split))).
+- Each epoch draws its permutation, then its dropout masks, from
+  `numpy.random.default_rng([seed, epoch])`, and the initial weights come from `seed`; so the same
+  seed gives bit-identical weights, and a resumed run needs no saved RNG stream.
+- An epoch's training loss and accuracy are averaged over its batches weighted by batch size,
+  as Keras reports them; validation runs with dropout off after the epoch.
+- After every epoch the run is checkpointed atomically into the output folder:
+  `state.npz` (weights, optimizer slots, epoch, history, early-stopping state, the spec, and
+  hashes of spec and data) is the single source of truth for `--resume`; `weights.npz` (the
+  model's arrays alone, for `nnc compile --weights`) and `history.json` follow it. A run killed
+  at any moment resumes from the last completed epoch and ends with the same weights as a run
+  that was never interrupted. `curves.png` is drawn when the run ends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from typing import Callable, TextIO
+
+import numpy as np
+
+from .errors import UserError
+from .losses import accuracy_kind, correct, loss_and_grad
+from .model import EarlyStopping, Model, OptimizerConfig, TrainConfig
+from .optim import make_optimizer
+from .weights import atomic_open, init_weights, save_checkpoint
+
+STATE, WEIGHTS, HISTORY, CURVES = "state.npz", "weights.npz", "history.json", "curves.png"
+STATE_VERSION = 1
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def default_config(model: Model) -> tuple[TrainConfig, str]:
+    """Keras's fit/compile defaults (RMSprop lr=0.001, batch 32, one epoch), with the loss and
+    metric chosen from the model's output, for a spec without a train block."""
+    last = _final_activation(model)
+    units = model.output_shape[-1] if model.output_shape else 1
+    if last == "softmax" and units > 1:
+        loss, why = "sparse_categorical_crossentropy", f"the model ends in softmax over {units} classes"
+    elif last == "sigmoid":
+        loss, why = "binary_crossentropy", "the model ends in sigmoid"
+    else:
+        loss, why = "mse", "the model's output is not a probability"
+    metrics = ("accuracy",) if loss != "mse" else ()
+    cfg = TrainConfig(loss=loss, metrics=metrics)
+    return cfg, (f"{model.path or model.name} has no train block: training with loss {loss} ({why})"
+                 f"{', metrics accuracy' if metrics else ''}, optimizer rmsprop lr=0.001, batch_size 32, "
+                 f"epochs 1 (Keras's defaults)")
+
+
+def _final_activation(model: Model) -> str:
+    from .kinds import layer_activation
+
+    for layer in reversed(model.layers):
+        if layer.kind != "dropout":
+            return layer_activation(layer.kind, layer.options)
+    return "linear"
+
+
+def override(cfg: TrainConfig, **flags) -> TrainConfig:
+    """Apply command-line flags (None = not given) over the spec's train block."""
+    opt = cfg.optimizer
+    if flags.get("optimizer") and flags["optimizer"] != opt.name:
+        from .checker import OPTIMIZERS
+
+        defaults = {o.name: o.default for o in OPTIMIZERS[flags["optimizer"]]}
+        fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
+        opt = OptimizerConfig(name=flags["optimizer"], **{k: v for k, v in defaults.items() if k in fields})
+    for key in ("lr", "momentum"):
+        if flags.get(key) is not None:
+            opt = dataclasses.replace(opt, **{key: flags[key]})
+    changes = {k: flags[k] for k in ("loss", "epochs", "batch_size", "validation_split", "seed", "shuffle")
+               if flags.get(k) is not None}
+    if flags.get("patience") is not None or flags.get("monitor") is not None:
+        es = cfg.early_stopping or EarlyStopping(monitor="val_loss" if (changes.get("validation_split",
+                                                 cfg.validation_split)) else "loss")
+        if flags.get("patience") is not None:
+            es = dataclasses.replace(es, patience=flags["patience"])
+        if flags.get("monitor") is not None:
+            es = dataclasses.replace(es, monitor=flags["monitor"])
+        changes["early_stopping"] = es
+    if flags.get("loss") and flags["loss"] != cfg.loss and "accuracy" in cfg.metrics and flags["loss"] == "mse":
+        changes["metrics"] = ()
+    return dataclasses.replace(cfg, optimizer=opt, **changes)
+
+
+def validate_config(cfg: TrainConfig) -> None:
+    if cfg.epochs < 1:
+        raise UserError(f"epochs must be at least 1, received {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, received {cfg.batch_size}")
+    if not 0 <= cfg.validation_split < 1:
+        raise UserError(f"validation_split must be in [0, 1), received {cfg.validation_split}")
+    if cfg.optimizer.lr <= 0:
+        raise UserError(f"the learning rate must be positive, received lr={cfg.optimizer.lr}")
+    es = cfg.early_stopping
+    if es is not None and es.monitor.startswith("val_") and not cfg.validation_split:
+        raise UserError(f"early stopping monitors {es.monitor}, but there is no validation data",
+                        help="set validation_split (or --validation-split), or monitor loss")
+    if es is not None and es.monitor.endswith("accuracy") and "accuracy" not in cfg.metrics:
+        raise UserError(f"early stopping monitors {es.monitor}, but accuracy is not among the metrics")
+
+
+def config_to_json(cfg: TrainConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_json(d: dict) -> TrainConfig:
+    d = dict(d)
+    d["optimizer"] = OptimizerConfig(**d["optimizer"])
+    d["metrics"] = tuple(d["metrics"])
+    if d.get("early_stopping") is not None:
+        d["early_stopping"] = EarlyStopping(**d["early_stopping"])
+    return TrainConfig(**d)
+
+
+def describe(cfg: TrainConfig) -> str:
+    o = cfg.optimizer
+    extra = "".join(f" {k}={getattr(o, k):g}" for k in ("momentum", "weight_decay") if getattr(o, k))
+    if o.nesterov:
+        extra += " nesterov=true"
+    es = cfg.early_stopping
+    return (f"loss {cfg.loss}, optimizer {o.name} lr={o.lr:g}{extra}, batch_size {cfg.batch_size}, "
+            f"epochs {cfg.epochs}, validation_split {cfg.validation_split:g}, seed {cfg.seed}"
+            + (f", early stopping on {es.monitor} (patience {es.patience})" if es else ""))
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+def evaluate(net, x: np.ndarray, y: np.ndarray, loss: str, metrics: tuple[str, ...],
+             batch_size: int = 256) -> dict[str, float]:
+    """Loss (the mean over samples) and metrics of `net` on (x, y), dropout off."""
+    kind = accuracy_kind(loss, net.model.output_shape[-1])
+    total, hits, counted = 0.0, 0.0, 0
+    for s in range(0, len(x), batch_size):
+        z = net.forward(x[s : s + batch_size], training=False)
+        yb = y[s : s + batch_size]
+        value, _ = loss_and_grad(loss, z, yb, net.final_activation, need_grad=False)
+        total += value * len(z)
+        if "accuracy" in metrics:
+            h, c = correct(kind, z, yb, net.final_activation)
+            hits, counted = hits + h, counted + c
+    out = {"loss": total / len(x)}
+    if "accuracy" in metrics:
+        out["accuracy"] = hits / counted
+    return out
+
+
+def validation_split_at(n: int, split: float) -> int:
+    """Keras: the first floor(n * (1 - split)) samples train, the rest validate."""
+    if not split:
+        return n
+    at = int(math.floor(n * (1.0 - split)))
+    if at == 0 or at == n:
+        raise UserError(f"validation_split {split:g} of {n} samples leaves "
+                        f"{'no training' if at == 0 else 'no validation'} samples", exit_code=1)
+    return at
+
+
+# --- progress ----------------------------------------------------------------------------------
+
+
+class Progress:
+    """One line per epoch: redrawn in place (\\r) on a terminal, printed once when it ends otherwise."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, tty: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._last = 0.0
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def batch(self, epoch: int, epochs: int, step: int, steps: int, logs: dict, elapsed: float) -> None:
+        if self.quiet or not self.tty:
+            return
+        now = time.monotonic()
+        if step < steps and now - self._last < 0.1:
+            return
+        self._last = now
+        width = 20
+        done = int(width * step / steps)
+        bar = "=" * max(done - 1, 0) + (">" if done < width else "=") + "." * (width - done)
+        eta = elapsed / step * (steps - step)
+        text = f"\repoch {epoch}/{epochs} {step}/{steps} [{bar}] {_fmt_logs(logs)} - ETA {_fmt_time(eta)}"
+        self.stream.write(text + "\033[K")
+        self.stream.flush()
+
+    def epoch(self, epoch: int, epochs: int, steps: int, logs: dict, elapsed: float, note: str = "") -> None:
+        if self.quiet:
+            return
+        text = f"epoch {epoch}/{epochs} {steps}/{steps} - {_fmt_time(elapsed)} - {_fmt_logs(logs)}{note}"
+        if self.tty:
+            self.stream.write("\r" + text + "\033[K\n")
+            self.stream.flush()
+        else:
+            print(text, file=self.stream, flush=True)
+
+
+def _fmt_logs(logs: dict) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything a resumed run needs besides the weights and optimizer slots."""
+
+    epoch: int = 0  # epochs completed
+    history: dict = dataclasses.field(default_factory=dict)
+    best: float | None = None  # early stopping
+    best_epoch: int = -1
+    wait: int = 0
+    stopped_epoch: int | None = None
+
+
+class Trainer:
+    """Trains `model` on `data` with `cfg`, checkpointing into `out`.
+
+    `on_step(epoch, step)` is called after each optimizer step (tests use it to interrupt a run)."""
+
+    def __init__(self, model: Model, cfg: TrainConfig, data, out: str, spec_source: str = "",
+                 progress: Progress | None = None, on_step: Callable[[int, int], None] | None = None):
+        from .backend import Network
+
+        validate_config(cfg)
+        self.model, self.cfg, self.data, self.out = model, cfg, data, out
+        self.spec_source = spec_source
+        self.progress = progress or Progress(quiet=True)
+        self.on_step = on_step
+        n = len(data.x_train)
+        at = validation_split_at(n, cfg.validation_split)
+        self.x, self.y = data.x_train[:at], data.y_train[:at]
+        self.x_val, self.y_val = (data.x_train[at:], data.y_train[at:]) if at < n else (None, None)
+        self.net = Network(model, init_weights(model, cfg.seed))
+        self.opt = make_optimizer(cfg.optimizer)
+        self.state = RunState()
+        self.best_weights: dict[str, np.ndarray] | None = None
+        self.spec_sha256 = hashlib.sha256(spec_source.encode()).hexdigest()
+        self.data_sha256 = data.fingerprint()
+
+    # -- checkpoints
+
+    def _meta(self) -> dict:
+        s = self.state
+        return {"version": STATE_VERSION, "epoch": s.epoch, "iterations": self.opt.iterations,
+                "history": s.history, "best": s.best, "best_epoch": s.best_epoch, "wait": s.wait,
+                "stopped_epoch": s.stopped_epoch, "config": config_to_json(self.cfg),
+                "spec_source": self.spec_source, "spec_path": self.model.path or "", "spec_sha256": self.spec_sha256,
+                "data": self.data.name, "data_sha256": self.data_sha256}
+
+    def save(self) -> None:
+        arrays = {f"w/{k}": v for k, v in self.net.weights.items()}
+        arrays.update({f"opt/{k}": v for k, v in self.opt.state_arrays().items()})
+        if self.best_weights is not None:
+            arrays.update({f"best/{k}": v for k, v in self.best_weights.items()})
+        arrays["meta"] = np.array(json.dumps(self._meta()))
+        with atomic_open(os.path.join(self.out, STATE)) as f:
+            np.savez(f, **arrays)
+        save_checkpoint(os.path.join(self.out, WEIGHTS), self.net.weights)
+        with atomic_open(os.path.join(self.out, HISTORY), "w") as f:
+            json.dump(self.state.history, f, indent=2)
+            f.write("\n")
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        if meta["spec_sha256"] != self.spec_sha256:
+            raise UserError(f"{self.out} was trained from a different spec; resume refused", exit_code=1)
+        if meta["data_sha256"] != self.data_sha256:
+            raise UserError(f"{self.out} was trained on different data than {self.data.name}; resume refused",
+                            exit_code=1)
+        for k in self.net.weights:
+            self.net.weights[k] = np.array(arrays[f"w/{k}"])
+        self.opt.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}, meta["iterations"])
+        best = {k[5:]: np.array(v) for k, v in arrays.items() if k.startswith("best/")}
+        self.best_weights = best or None
+        self.state = RunState(meta["epoch"], meta["history"], meta["best"], meta["best_epoch"], meta["wait"],
+                              meta["stopped_epoch"])
+
+    @property
+    def finished(self) -> bool:
+        return self.state.stopped_epoch is not None or self.state.epoch >= self.cfg.epochs
+
+    # -- the loop
+
+    def fit(self) -> dict:
+        cfg, net = self.cfg, self.net
+        kind = accuracy_kind(cfg.loss, self.model.output_shape[-1])
+        n = len(self.x)
+        steps = math.ceil(n / cfg.batch_size)
+        while not self.finished:
+            epoch = self.state.epoch
+            rng = np.random.default_rng([cfg.seed, epoch])
+            order = rng.permutation(n) if cfg.shuffle else np.arange(n)
+            start = time.monotonic()
+            total, hits, counted = 0.0, 0.0, 0
+            logs: dict[str, float] = {}
+            for step in range(steps):
+                idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                xb, yb = self.x[idx], self.y[idx]
+                z = net.forward(xb, training=True, rng=rng)
+                value, dz = loss_and_grad(cfg.loss, z, yb, net.final_activation)
+                if not math.isfinite(value):
+                    raise UserError(f"the loss became {value} in epoch {epoch + 1}, step {step + 1}: training diverged",
+                                    exit_code=1, help="lower the learning rate (--lr)")
+                self.opt.step(net.weights, net.backward(dz))
+                total += value * len(idx)
+                logs = {"loss": total / ((step * cfg.batch_size) + len(idx))}
+                if "accuracy" in cfg.metrics:
+                    h, c = correct(kind, z, yb, net.final_activation)
+                    hits, counted = hits + h, counted + c
+                    logs["accuracy"] = hits / counted
+                self.progress.batch(epoch + 1, cfg.epochs, step + 1, steps, logs, time.monotonic() - start)
+                if self.on_step:
+                    self.on_step(epoch, step)
+            if self.x_val is not None:
+                val = evaluate(net, self.x_val, self.y_val, cfg.loss, cfg.metrics, max(cfg.batch_size, 256))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            for k, v in logs.items():
+                self.state.history.setdefault(k, []).append(v)
+            note = self._early_stopping(epoch, logs)
+            self.state.epoch = epoch + 1
+            self.save()
+            self.progress.epoch(epoch + 1, cfg.epochs, steps, logs, time.monotonic() - start, note)
+        return self.state.history
+
+    def _early_stopping(self, epoch: int, logs: dict) -> str:
+        """keras.callbacks.EarlyStopping: stop once `patience` epochs in a row did not improve the
+        monitored value by more than min_delta (mode: max for accuracy, min otherwise)."""
+        es = self.cfg.early_stopping
+        if es is None:
+            return ""
+        s = self.state
+        current = logs[es.monitor]
+        better = (lambda a, b: a - es.min_delta > b) if "accuracy" in es.monitor else (lambda a, b: a + es.min_delta < b)
+        s.wait += 1
+        if s.best is None or better(current, s.best):
+            s.best, s.best_epoch, s.wait = current, epoch, 0
+            if es.restore_best_weights:
+                self.best_weights = {k: v.copy() for k, v in self.net.weights.items()}
+            return ""
+        if s.wait >= es.patience and epoch > 0:
+            s.stopped_epoch = epoch
+            if es.restore_best_weights and self.best_weights is not None:
+                for k, v in self.best_weights.items():
+                    self.net.weights[k] = v.copy()
+                return (f" - early stopping: {es.monitor} did not improve for {s.wait} epoch(s); "
+                        f"weights of epoch {s.best_epoch + 1} restored")
+            return f" - early stopping: {es.monitor} did not improve for {s.wait} epoch(s)"
+        return ""
+
+
+def read_state(out: str) -> tuple[dict[str, np.ndarray], dict]:
+    path = os.path.join(out, STATE)
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            arrays = {k: d[k] for k in d.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except FileNotFoundError:
+        raise UserError(f"cannot resume from {out}: it holds no {STATE} (no epoch of a run finished there)") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot resume from {out}: {STATE} is not a checkpoint of nnc train ({e})") from None
+    if meta.get("version") != STATE_VERSION:
+        raise UserError(f"cannot resume from {out}: {STATE} has version {meta.get('version')}, "
+                        f"this nnc writes {STATE_VERSION}")
+    return arrays, meta
+
+
+# --- curves ------------------------------------------------------------------------------------
+
+
+def plot_curves(history: dict, path: str, title: str = "") -> None:
+    """Loss and accuracy per epoch, training and validation, as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    panels = [m for m in ("loss", "accuracy") if m in history]
+    fig = Figure(figsize=(5 * len(panels), 3.6))
+    for i, metric in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, len(panels), i)
+        for key, label, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "--s")):
+            if key in history:
+                ys = history[key]
+                ax.plot(range(1, len(ys) + 1), ys, style, label=label, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_open(path) as f:
+        fig.savefig(f, format="png", dpi=100)
