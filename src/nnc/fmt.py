@@ -162,12 +162,13 @@ def _align_layers(stmts: list[LayerStmt]) -> list[str]:
     rows = [_layer_cells(s) for s in stmts]
     if not rows:
         return []
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    # a column is as wide as its longest cell among the rows where something follows it:
+    # `flatten` or `dropout 0.25` alone on a row does not push the options to the right
+    widths = [max((len(r[c]) for r in rows if any(r[c + 1:])), default=0) for c in range(3)] + [0]
     lines = []
     for r in rows:
-        cells = [(r[c], widths[c]) for c in range(4) if widths[c]]
-        line = " ".join(cell.ljust(w) for cell, w in cells[:-1]) + " " + cells[-1][0] if len(cells) > 1 else cells[0][0]
-        lines.append(line.rstrip())
+        cells = [(r[c], widths[c]) for c in range(4) if r[c] or widths[c]]
+        lines.append(" ".join(cell.ljust(w) for cell, w in cells).rstrip())
     return lines
 
 

@@ -62,7 +62,7 @@ def test_the_contract_convnet_in_canonical_layout():
     )
     want = (
         "# The convnet.\nmodel mnist_convnet\n\ninput image: float32[28, 28, 1]  # channels last\n\n"
-        "conv2d    32 kernel=3 activation=relu\nmaxpool2d 2\n\nflatten\ndense   10 activation=softmax  # probs\n\n"
+        "conv2d    32 kernel=3 activation=relu\nmaxpool2d 2\n\nflatten\ndense 10 activation=softmax  # probs\n\n"
         "expect params == 54410\n\ntrain {\n  loss sparse_categorical_crossentropy\n  optimizer sgd lr=0.01\n"
         "  epochs 2\n}\n"
     )

@@ -56,6 +56,7 @@ def main(args) -> int:
             f.write(data)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}", exit_code=2) from None
-    print(f"wrote {out} ({r.model.name}: {len(r.model.layers)} layers, {r.model.total_params:,} parameters)",
+    n = len(r.model.layers)
+    print(f"wrote {out} ({r.model.name}: {n} layer{'s' if n != 1 else ''}, {r.model.total_params:,} parameters)",
           file=sys.stderr)
     return 0
