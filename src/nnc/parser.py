@@ -10,13 +10,13 @@ and the checker then reports the semantic errors of those too.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Union
 
-from lark import Lark, Token, Tree
+from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from .diagnostics import Diagnostic, Span
@@ -109,86 +109,152 @@ class SpecAST:
 # --- lark boundary -------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
-def _lark() -> Lark:
-    text = resources.files("nnc.grammar").joinpath("nnspec.lark").read_text(encoding="utf-8")
-    return Lark(text, parser="lalr", propagate_positions=True, maybe_placeholders=False)
-
-
 def _tok_span(tok: Token) -> Span:
     return Span(tok.line, tok.column, tok.end_line, tok.end_column)
 
 
-def _tree_span(tree: Tree) -> Span:
-    m = tree.meta
-    return Span(m.line, m.column, m.end_line, m.end_column)
+def _between(first: Token | Span, last: Token | Span) -> Span:
+    a = first if isinstance(first, Span) else _tok_span(first)
+    b = last if isinstance(last, Span) else _tok_span(last)
+    return Span(a.line, a.col, b.end_line, b.end_col)
 
 
-def _value(node: Tree | Token) -> Value:
-    if isinstance(node, Token):  # pragma: no cover - values are always wrapped by aliases
-        raise TypeError(node)
-    kind = node.data
-    span = _tree_span(node) if not node.meta.empty else Span.point(1, 1)
-    toks = [c for c in node.children if isinstance(c, Token)]
-    if kind in ("list", "tuple"):
-        items = tuple(int(t.replace("_", "")) for t in toks if t.type == "INT")
-        text = ("[" if kind == "list" else "(") + ", ".join(map(str, items)) + ("]" if kind == "list" else ")")
-        return Value(kind, items, span, text)
-    tok = toks[0]
-    span = _tok_span(tok)
-    raw = str(tok)
-    if kind == "int":
-        return Value("int", int(raw.replace("_", "")), span, raw)
-    if kind == "float":
-        return Value("float", float(raw.replace("_", "")), span, raw)
-    if kind == "size":
-        return Value("size", tuple(int(p) for p in raw.lower().split("x")), span, raw)
-    if kind == "string":
-        return Value("string", raw[1:-1], span, raw)
-    return Value("word", raw, span, raw)
+def _span_of(node) -> Span:
+    return _tok_span(node) if isinstance(node, Token) else node.span
 
 
-def _args(children: list) -> list[Arg]:
-    out: list[Arg] = []
-    for arg in children:
-        if not (isinstance(arg, Tree) and arg.data == "arg"):
-            continue
-        inner = arg.children[0]
-        if isinstance(inner, Tree) and inner.data == "option":
-            key, val = inner.children
-            out.append(Option(str(key), _tok_span(key), _value(val), _tree_span(inner)))
-        else:
-            out.append(_value(inner))
-    return out
+def _int(tok: Token) -> int:
+    return int(tok.replace("_", ""))
 
 
-def _statement(tree: Tree) -> Statement:
-    kind = tree.data
-    span = _tree_span(tree)
-    ch = tree.children
-    if kind == "model_decl":
-        return ModelDecl(str(ch[0]), span)
-    if kind == "input_decl":
-        name, dtype, dims = ch[0], ch[1], ch[2]
-        dim_vals = [Value("int", int(t.replace("_", "")), _tok_span(t), str(t)) for t in dims.children]
-        return InputDecl(str(name), str(dtype), _tok_span(dtype), dim_vals, _tree_span(dims), _args(ch[3:]), span)
-    if kind == "layer":
-        toks = [c for c in ch if isinstance(c, Token)]
-        if len(toks) == 2:
-            name, kind_tok = toks
-            return LayerStmt(str(name), _tok_span(name), str(kind_tok), _tok_span(kind_tok), _args(ch), span)
-        return LayerStmt(None, None, str(toks[0]), _tok_span(toks[0]), _args(ch), span)
-    if kind == "expect":
-        what, op, val = ch
-        return ExpectStmt(str(what), _tok_span(what), str(op), _tok_span(op), _value(val), span)
-    if kind == "train_block":
-        items = []
-        for item in ch:
-            if isinstance(item, Tree) and item.data == "train_item":
-                key = item.children[0]
-                items.append(TrainItem(str(key), _tok_span(key), _args(item.children[1:]), _tree_span(item)))
-        return TrainBlock(items, span)
-    raise ValueError(f"unexpected tree {kind}")  # pragma: no cover
+class _ToAST(Transformer):
+    """lark callbacks, run while parsing (LALR `transformer=`): no parse tree is built, and
+    every span is taken from the tokens, so lark's position propagation is not needed."""
+
+    def int(self, ch):
+        t = ch[0]
+        return Value("int", _int(t), _tok_span(t), str(t))
+
+    def float(self, ch):
+        t = ch[0]
+        return Value("float", float(t.replace("_", "")), _tok_span(t), str(t))
+
+    def size(self, ch):
+        t = ch[0]
+        return Value("size", tuple(int(p) for p in t.lower().split("x")), _tok_span(t), str(t))
+
+    def word(self, ch):
+        t = ch[0]
+        return Value("word", str(t), _tok_span(t), str(t))
+
+    def string(self, ch):
+        t = ch[0]
+        return Value("string", t[1:-1], _tok_span(t), str(t))
+
+    def list(self, ch):
+        items = tuple(_int(t) for t in ch if t.type == "INT")
+        return Value("list", items, _between(ch[0], ch[-1]), "[" + ", ".join(map(str, items)) + "]")
+
+    def tuple(self, ch):
+        items = tuple(_int(t) for t in ch if t.type == "INT")
+        return Value("tuple", items, _between(ch[0], ch[-1]), "(" + ", ".join(map(str, items)) + ")")
+
+    def option(self, ch):
+        key, val = ch
+        return Option(str(key), _tok_span(key), val, _between(key, val.span))
+
+    def dims(self, ch):
+        return ch  # [LSQB, INT..., RSQB]
+
+    def model_decl(self, ch):
+        return ModelDecl(str(ch[1]), _between(ch[0], ch[1]))
+
+    def input_decl(self, ch):
+        kw, name, dtype, dims = ch[:4]
+        args = ch[4:]
+        dim_vals = [Value("int", _int(t), _tok_span(t), str(t)) for t in dims[1:-1]]
+        end = args[-1].span if args else dims[-1]
+        return InputDecl(str(name), str(dtype), _tok_span(dtype), dim_vals, _between(dims[1], dims[-2]), args,
+                         _between(kw, end))
+
+    def layer(self, ch):
+        end = _span_of(ch[-1])
+        if len(ch) > 1 and isinstance(ch[1], Token):  # NAME ":" KIND ...
+            name, kind = ch[0], ch[1]
+            return LayerStmt(str(name), _tok_span(name), str(kind), _tok_span(kind), ch[2:], _between(name, end))
+        kind = ch[0]
+        return LayerStmt(None, None, str(kind), _tok_span(kind), ch[1:], _between(kind, end))
+
+    def expect(self, ch):
+        kw, what, op, val = ch
+        return ExpectStmt(str(what), _tok_span(what), str(op), _tok_span(op), val, _between(kw, val.span))
+
+    def train_item(self, ch):
+        key = ch[0]
+        return TrainItem(str(key), _tok_span(key), ch[1:], _between(key, _span_of(ch[-1])))
+
+    def train_block(self, ch):
+        return TrainBlock([c for c in ch if isinstance(c, TrainItem)], _between(ch[0], ch[-1]))
+
+    def start(self, ch):
+        return ch
+
+
+def _grammar_text() -> str:
+    import nnc.grammar
+
+    # A plain file next to the package when installed normally (importlib.resources would
+    # import pathlib, ~10 ms of every `nnc check`); resources for zipped installs.
+    path = os.path.join(os.path.dirname(nnc.grammar.__file__ or ""), "nnspec.lark")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    from importlib import resources
+
+    return resources.files("nnc.grammar").joinpath("nnspec.lark").read_text(encoding="utf-8")
+
+
+def _cache_path(text: str) -> str | None:
+    """Where the analysed grammar is cached: the user's cache dir, one file per grammar, lark and
+    Python version (so a file is never stale). None when caching is off (NNC_NO_CACHE=1)."""
+    if os.environ.get("NNC_NO_CACHE"):
+        return None
+    import hashlib
+    import sys
+
+    from lark import __version__ as lark_version
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    key = hashlib.sha256(f"{text}\0{lark_version}\0{sys.version_info[:2]}".encode()).hexdigest()[:16]
+    return os.path.join(base, "nnc", f"nnspec-{key}.lark-cache")
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    """The LALR parser. Building it from the grammar costs ~25 ms a process, a third of what
+    `nnc check` of a small spec costs; lark's own cache (a pickle of the parse tables, checked
+    against a hash of the grammar) brings that to ~3 ms. The cache is written to a temporary
+    name and renamed, so no process reads it half-written; where it cannot be written, the
+    grammar is built each run, which is only slower."""
+    text = _grammar_text()
+    options = dict(parser="lalr", maybe_placeholders=False, transformer=_ToAST())
+    path = _cache_path(text)
+    if path is None:
+        return Lark(text, **options)
+    if os.path.exists(path):
+        return Lark(text, cache=path, **options)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        parser = Lark(text, cache=tmp, **options)
+        os.replace(tmp, path)
+        return parser
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return Lark(text, **options)
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -374,13 +440,6 @@ def _open_brace(text: str) -> Span | None:
     return found
 
 
-def _blank_line(text: str, line: int) -> str:
-    lines = text.split("\n")
-    if 1 <= line <= len(lines):
-        lines[line - 1] = " " * len(lines[line - 1].rstrip("\r"))
-    return "\n".join(lines)
-
-
 def _last_statement_line(text: str) -> int:
     lines = text.split("\n")
     for i in range(len(lines), 0, -1):
@@ -390,33 +449,75 @@ def _last_statement_line(text: str) -> int:
     return 0
 
 
+_TRAIN_OPEN = re.compile(r"\s*train\b[^#]*\{")
+
+
+def _block_start(lines: list[str], start: int, line: int) -> int | None:
+    """The first line of the train block (opened at or after `start`) that holds `line`, or None."""
+    for i in range(line - 1, start - 1, -1):
+        code = lines[i - 1].split("#", 1)[0]
+        if _TRAIN_OPEN.match(code):
+            return None if "}" in code.split("{", 1)[1] else i
+        if "}" in code:
+            return None
+    return None
+
+
+def _window(lines: list[str], start: int, blanked: set[int], stop: int | None = None) -> str:
+    """The text of lines [start, stop) at their own line numbers: earlier lines are left empty
+    (one newline each, a single token to the lexer) and `blanked` lines become spaces."""
+    stop = len(lines) + 1 if stop is None else stop
+    body = [" " * len(lines[i - 1]) if i in blanked else lines[i - 1] for i in range(start, stop)]
+    return "\n" * (start - 1) + "\n".join(body)
+
+
 def parse(text: str, file: str = "<string>") -> SpecAST:
-    """Parse a whole spec; syntax errors are collected, never raised."""
+    """Parse a whole spec; syntax errors are collected, never raised.
+
+    Error recovery in linear time: lark stops at the first error, so the parser goes on after
+    the offending line. Statements are one a line, so the lines before the error (already
+    known to parse) are parsed once into statements, the bad line is dropped, and parsing
+    resumes on the next line with the earlier lines left empty, so positions are unchanged.
+    Inside a train block the bad line is blanked and the block parsed again, so its other
+    settings still count. LALR lexes lazily, so each round reads only up to its error; every
+    round reports an error, and after MAX_SYNTAX_ERRORS the parser stops.
+    """
     ast = SpecAST()
     parser = _lark()
-    current = text
-    blanked: set[int] = set()
-    closed = False
+    lines = text.split("\n")
+    start = 1  # statements before this line are in ast.statements
+    blanked: set[int] = set()  # lines dropped in the window that starts at `start`
+    closed = False  # a "}" was added for a train block left open at the end of the file
     while True:
+        current = _window(lines, start, blanked) + ("\n}" if closed else "")
         try:
-            tree = parser.parse(current)
-            break
+            ast.statements += parser.parse(current)
+            return ast
         except UnexpectedInput as err:
-            diag = _syntax_diagnostic(err, current, file)
-            ast.syntax_errors.append(diag)
+            ast.syntax_errors.append(_syntax_diagnostic(err, current, file))
             if len(ast.syntax_errors) >= MAX_SYNTAX_ERRORS:
                 return ast
             if isinstance(err, UnexpectedToken) and err.token.type == "$END":
                 if "RBRACE" in err.expected and not closed:
                     closed = True  # an unclosed train block: close it and go on checking
-                    current += "\n}"
                     continue
                 line = _last_statement_line(current)
             else:
-                line = diag.span.line
-            if line in blanked or line < 1:
+                line = ast.syntax_errors[-1].span.line
+            if line < start or line in blanked or line > len(lines):
                 return ast  # nothing more can be recovered
-            blanked.add(line)
-            current = _blank_line(current, line)
-    ast.statements = [_statement(t) for t in tree.children if isinstance(t, Tree)]
-    return ast
+            block = _block_start(lines, start, line)
+            first = line if block is None else block
+            if first > start:
+                try:
+                    ast.statements += parser.parse(_window(lines, start, blanked, stop=first))
+                except UnexpectedInput:
+                    blanked.add(line)  # the lines were not whole statements after all: drop and retry
+                    continue
+                start = first
+                blanked = {b for b in blanked if b >= first}
+            if block is None:
+                start = line + 1
+                blanked = {b for b in blanked if b > line}
+            else:
+                blanked.add(line)
