@@ -25,7 +25,6 @@ from .model import CheckResult
 FORMATS = ("text", "json", "github", "sarif")
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://pypi.org/project/nnc/"
 
 
 def format_results(results: list[CheckResult], fmt: str, color: bool = False) -> str:
@@ -144,8 +143,7 @@ def sarif_log(results: list[CheckResult]) -> dict:
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": [{
-            "tool": {"driver": {"name": "nnc", "version": __version__, "informationUri": INFORMATION_URI,
-                                "rules": rules}},
+            "tool": {"driver": {"name": "nnc", "version": __version__, "rules": rules}},
             # lark counts columns in characters, not UTF-16 code units (SARIF's default)
             "columnKind": "unicodeCodePoints",
             "originalUriBaseIds": {"%SRCROOT%": {"description": {"text": "the directory nnc ran in"}}},
