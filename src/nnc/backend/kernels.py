@@ -491,71 +491,106 @@ class Lstm(_Recurrent):
     """LSTM, Keras gate order i, f, c, o, recurrent activation sigmoid, activation tanh:
         i, f, o = sigmoid(a_i, a_f, a_o);  g = tanh(a_c)
         c_t = f*c_{t-1} + i*g;  h_t = o*tanh(c_t)
-    Each step computes all four gates with one tanh: sigmoid(a) = 0.5*tanh(a/2) + 0.5, so the
-    i, f, o columns of the weights are halved (exact in binary) before the loop."""
+    Laid out for speed, not for reading like Keras: states are kept transposed ([units, batch])
+    and the gates reordered to o, i, f, g, so that every gate is a contiguous block of rows
+    (numpy is several times slower on column slices), the sigmoid gates are one block, and the
+    three gates that scale dc in backward are another. One tanh per step computes all four:
+    sigmoid(a) = 0.5*tanh(a/2) + 0.5, so the o, i, f rows of the weights are halved (exact in
+    binary) for the forward pass."""
+
+    def _order(self):
+        u = self.units  # internal row k holds Keras gate column order[k]
+        return np.r_[3 * u : 4 * u, 0 : 2 * u, 2 * u : 3 * u]
 
     def forward(self, x, w, training=False, rng=None):
-        xt = self.time_major(x)
-        T, N, D = xt.shape
+        N, T, D = x.shape
         u = self.units
         dt = w["kernel"].dtype
-        scale = np.full(4 * u, 0.5, dtype=dt)
-        scale[2 * u : 3 * u] = 1.0
-        Z = (xt.reshape(T * N, D) @ (w["kernel"] * scale) + w["bias"] * scale).reshape(T, N, 4 * u)
-        U = w["recurrent_kernel"] * scale
-        H = np.zeros((T + 1, N, u), dtype=dt)
-        C = np.zeros((T + 1, N, u), dtype=dt)
-        TC = np.empty((T, N, u), dtype=dt)
-        S = Z  # overwritten step by step with the gate values: sigmoid for i, f, o and tanh for c
-        gates = np.empty((N, 4 * u), dtype=dt)
+        order = self._order()
+        scale = np.ones(4 * u, dtype=dt)
+        scale[: 3 * u] = 0.5
+        Wt = np.ascontiguousarray((w["kernel"][:, order] * scale).T)  # [4u, D]
+        Ut = np.ascontiguousarray((w["recurrent_kernel"][:, order] * scale).T)  # [4u, u]
+        xT = np.ascontiguousarray(x.transpose(1, 2, 0))  # [T, D, N]
+        S = np.matmul(Wt, xT)  # [T, 4u, N]: the input projection of every step at once
+        S += (w["bias"][order] * scale)[:, None]
+        H = np.zeros((T + 1, u, N), dtype=dt)
+        C = np.zeros((T + 1, u, N), dtype=dt)
+        TC = np.empty((T, u, N), dtype=dt)
+        rec = np.empty((4 * u, N), dtype=dt)
+        ig = np.empty((u, N), dtype=dt)
         for t in range(T):
-            a = S[t]
-            a += H[t] @ U
+            a = S[t]  # becomes the gate values o, i, f (sigmoid) and g (tanh)
+            np.matmul(Ut, H[t], out=rec)
+            a += rec
             np.tanh(a, out=a)
-            np.multiply(a, 0.5, out=gates)
-            gates += 0.5
-            a[:, :2 * u] = gates[:, :2 * u]
-            a[:, 3 * u :] = gates[:, 3 * u :]
+            sig = a[: 3 * u]
+            sig *= 0.5
+            sig += 0.5
             c = C[t + 1]
-            np.multiply(a[:, u : 2 * u], C[t], out=c)  # f * c_{t-1}
-            c += a[:, :u] * a[:, 2 * u : 3 * u]  # + i * g
+            np.multiply(a[2 * u : 3 * u], C[t], out=c)  # f * c_{t-1}
+            np.multiply(a[u : 2 * u], a[3 * u :], out=ig)  # i * g
+            c += ig
             np.tanh(c, out=TC[t])
-            np.multiply(a[:, 3 * u :], TC[t], out=H[t + 1])
-        return self.output(H), (xt, H, C, TC, S)
+            np.multiply(a[:u], TC[t], out=H[t + 1])  # o * tanh(c)
+        y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
+        return y, (xT, H, C, TC, S)
 
     def backward(self, dy, w, cache, need_dx=True):
-        xt, H, C, TC, S = cache
-        T, N, _ = xt.shape
+        xT, H, C, TC, S = cache
+        T, D, N = xT.shape
         u = self.units
-        i, f, g, o = S[..., :u], S[..., u : 2 * u], S[..., 2 * u : 3 * u], S[..., 3 * u :]
-        # everything but the two carries is known now: precompute, over all steps at once, the
-        # factors that turn (dc, dh) into the gate pre-activation gradients
+        order = self._order()
+        o, i, f, g = S[:, :u], S[:, u : 2 * u], S[:, 2 * u : 3 * u], S[:, 3 * u :]
+        # everything but the two carries (dh, dc) is known now: precompute, over all steps at
+        # once, the factors that turn them into gate pre-activation gradients
         P = np.empty_like(S)
-        P[..., :u] = g * i * (1 - i)  # dA_i = dc * g * i(1-i)
-        P[..., u : 2 * u] = C[:-1] * f * (1 - f)  # dA_f = dc * c_{t-1} * f(1-f)
-        P[..., 2 * u : 3 * u] = i * (1 - g * g)  # dA_c = dc * i * (1-g^2)
-        P[..., 3 * u :] = TC * o * (1 - o)  # dA_o = dh * tanh(c) * o(1-o)
-        Q = o * (1 - TC * TC)  # dc += dh * o * (1 - tanh(c)^2)
-        P3 = P.reshape(T, N, 4, u)
-        dH = self.dh_steps(dy, T)
-        U_T = np.ascontiguousarray(w["recurrent_kernel"].T)
-        dA = np.empty_like(S)
-        dA3 = dA.reshape(T, N, 4, u)
-        dh = np.zeros((N, u), dtype=S.dtype)
-        dc = np.zeros((N, u), dtype=S.dtype)
+        ps = P[:, : 3 * u]
+        np.subtract(1, S[:, : 3 * u], out=ps)
+        ps *= S[:, : 3 * u]  # s(1-s) for o, i, f
+        P[:, :u] *= TC  # dA_o = dh * tanh(c) * o(1-o)
+        P[:, u : 2 * u] *= g  # dA_i = dc * g * i(1-i)
+        P[:, 2 * u : 3 * u] *= C[:-1]  # dA_f = dc * c_{t-1} * f(1-f)
+        pg = P[:, 3 * u :]
+        np.multiply(g, g, out=pg)
+        np.subtract(1, pg, out=pg)
+        pg *= i  # dA_g = dc * i * (1-g^2)
+        Q = np.multiply(TC, TC)
+        np.subtract(1, Q, out=Q)
+        Q *= o  # dc += dh * o * (1 - tanh(c)^2)
+        U = np.ascontiguousarray(w["recurrent_kernel"][:, order])  # [u, 4u]
+        # dA is gate-major, [4u, T, N]: each step writes rows of N values, and afterwards every
+        # weight gradient is one matrix product over all (step, sample) pairs of a free view
+        dA = np.empty((4 * u, T, N), dtype=S.dtype)
+        if self.return_sequences:
+            dHs = np.ascontiguousarray(dy.transpose(1, 2, 0))  # [T, u, N]
+            dh = np.zeros((u, N), dtype=S.dtype)
+        else:
+            dh = np.ascontiguousarray(dy.T)
+        dc = np.zeros((u, N), dtype=S.dtype)
+        tmp = np.empty((u, N), dtype=S.dtype)
         for t in range(T - 1, -1, -1):
-            dh += dH[t]
-            dc += dh * Q[t]
-            np.multiply(P3[t, :, :3], dc[:, None, :], out=dA3[t, :, :3])
-            np.multiply(P3[t, :, 3], dh, out=dA3[t, :, 3])
+            if self.return_sequences:
+                dh += dHs[t]
+            np.multiply(dh, Q[t], out=tmp)
+            dc += tmp
+            A = dA[:, t]
+            np.multiply(P[t, :u], dh, out=A[:u])
+            np.multiply(P[t, u:].reshape(3, u, N), dc, out=A[u:].reshape(3, u, N))
             dc *= f[t]
-            dh = dA[t] @ U_T
-        dkernel, dx = self.input_grads(xt, dA, w, need_dx)
-        grads = {
-            "kernel": dkernel,
-            "recurrent_kernel": H[:-1].reshape(-1, u).T @ dA.reshape(-1, 4 * u),
-            "bias": dA.sum(axis=(0, 1)),
-        }
+            dh = U @ A
+        dA2 = dA.reshape(4 * u, T * N)
+        x2 = xT.transpose(0, 2, 1).reshape(T * N, D)  # [(step, sample), D]
+        hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}: [u, (step, sample)]
+        grads = {"kernel": np.empty_like(w["kernel"]), "recurrent_kernel": np.empty_like(w["recurrent_kernel"]),
+                 "bias": np.empty_like(w["bias"])}
+        grads["kernel"][:, order] = (dA2 @ x2).T
+        grads["recurrent_kernel"][:, order] = (dA2 @ hp.T).T
+        grads["bias"][order] = dA2.sum(axis=1)
+        dx = None
+        if need_dx:
+            Wp = w["kernel"][:, order]
+            dx = (dA2.T @ Wp.T).reshape(T, N, D).transpose(1, 0, 2)
         return dx, grads
 
 
