@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Callable, TextIO
 
@@ -271,6 +274,10 @@ class Trainer:
                 "data": self.data.name, "data_sha256": self.data_sha256}
 
     def save(self) -> None:
+        with _deferred_interrupt():  # the three files describe the same epoch, or the previous one
+            self._save()
+
+    def _save(self) -> None:
         arrays = {f"w/{k}": v for k, v in self.net.weights.items()}
         arrays.update({f"opt/{k}": v for k, v in self.opt.state_arrays().items()})
         if self.best_weights is not None:
@@ -368,6 +375,22 @@ class Trainer:
                         f"weights of epoch {s.best_epoch + 1} restored")
             return f" - early stopping: {es.monitor} did not improve for {s.wait} epoch(s)"
         return ""
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) that arrives while a checkpoint is written until it is complete."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def read_state(out: str) -> tuple[dict[str, np.ndarray], dict]:

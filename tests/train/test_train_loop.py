@@ -1,0 +1,229 @@
+"""The training loop: determinism, Keras's split, exact resume after an interrupt or a kill,
+early stopping, and parity with Keras's fit() for the same initial weights."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nnc.checker import check_source
+from nnc.data import Dataset
+from nnc.errors import UserError
+from nnc.model import EarlyStopping, OptimizerConfig, TrainConfig
+from nnc.train import Trainer, read_state, validation_split_at
+
+SPEC = """model small
+input x: float32[6]
+dense 8 activation=tanh
+dropout 0.3
+dense 3 activation=softmax
+"""
+
+
+def _setup(n=70, seed=0):
+    model = check_source(SPEC).model
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    return model, Dataset("synthetic", x, y)
+
+
+CFG = TrainConfig(loss="sparse_categorical_crossentropy", optimizer=OptimizerConfig("adam", 0.01),
+                  metrics=("accuracy",), epochs=4, batch_size=16, validation_split=0.2, seed=3)
+
+
+def _train(tmp_path, cfg=CFG, name="run", **kw):
+    model, data = _setup()
+    t = Trainer(model, cfg, data, str(tmp_path / name), spec_source=SPEC, **kw)
+    t.fit()
+    return t
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path):
+    a, b = _train(tmp_path, name="a"), _train(tmp_path, name="b")
+    for k in a.net.weights:
+        assert np.array_equal(a.net.weights[k], b.net.weights[k]), k
+    c = _train(tmp_path, TrainConfig(**{**CFG.__dict__, "seed": 4}), name="c")
+    assert not np.array_equal(a.net.weights["dense_1.kernel"], c.net.weights["dense_1.kernel"])
+    hist = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert set(hist) == {"loss", "accuracy", "val_loss", "val_accuracy"} and len(hist["loss"]) == 4
+    assert hist["loss"][-1] < hist["loss"][0]
+
+
+def test_validation_is_the_last_fraction():
+    model, data = _setup(n=70)
+    t = Trainer(model, CFG, data, "/nonexistent", spec_source=SPEC)
+    # floor(70 * 0.8) = 56 samples train, the last 14 validate
+    assert validation_split_at(70, 0.2) == 56
+    assert np.array_equal(t.x_val, data.x_train[56:]) and np.array_equal(t.x, data.x_train[:56])
+    with pytest.raises(UserError, match="leaves no training samples"):
+        validation_split_at(1, 0.5)
+
+
+@pytest.mark.reference
+def test_validation_split_matches_keras():
+    pytest.importorskip("torch")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip("keras")
+    from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+
+    for n, split in ((70, 0.2), (1437, 0.1), (33, 0.35)):
+        x = np.arange(n)
+        (train, _), (val, _) = train_validation_split((x, x), validation_split=split)
+        assert validation_split_at(n, split) == len(train)
+        assert np.array_equal(np.asarray(val), x[len(train):])
+
+
+class Stop(KeyboardInterrupt):
+    pass
+
+
+def test_interrupted_mid_epoch_then_resumed_equals_uninterrupted(tmp_path):
+    full = _train(tmp_path, name="full")
+
+    def interrupt(epoch, step):
+        if epoch == 2 and step == 1:
+            raise Stop()
+
+    model, data = _setup()
+    out = str(tmp_path / "cut")
+    t = Trainer(model, CFG, data, out, spec_source=SPEC, on_step=interrupt)
+    with pytest.raises(Stop):
+        t.fit()
+    arrays, meta = read_state(out)
+    assert meta["epoch"] == 2  # epochs 1 and 2 checkpointed, epoch 3 lost half-way
+    resumed = Trainer(model, CFG, data, out, spec_source=SPEC)
+    resumed.restore(arrays, meta)
+    resumed.fit()
+    for k in full.net.weights:
+        assert np.array_equal(full.net.weights[k], resumed.net.weights[k]), k
+    assert json.loads((tmp_path / "cut" / "history.json").read_text()) == \
+        json.loads((tmp_path / "full" / "history.json").read_text())
+
+
+def test_resume_refuses_other_spec_or_data(tmp_path):
+    _train(tmp_path, name="r")
+    arrays, meta = read_state(str(tmp_path / "r"))
+    model, data = _setup(seed=1)
+    t = Trainer(model, CFG, data, str(tmp_path / "r"), spec_source=SPEC)
+    with pytest.raises(UserError, match="different data"):
+        t.restore(arrays, meta)
+    model, data = _setup()
+    t = Trainer(model, CFG, data, str(tmp_path / "r"), spec_source=SPEC + "# changed\n")
+    with pytest.raises(UserError, match="different spec"):
+        t.restore(arrays, meta)
+
+
+def test_early_stopping_as_keras_counts_patience(tmp_path):
+    # min_delta so large nothing counts as an improvement: Keras stops once `patience` epochs
+    # in a row did not improve, and never in the first epoch
+    for patience, epochs_run in ((0, 2), (1, 2), (2, 3)):
+        cfg = TrainConfig(**{**CFG.__dict__, "epochs": 6,
+                             "early_stopping": EarlyStopping("val_loss", patience=patience, min_delta=1e9)})
+        t = _train(tmp_path, cfg, name=f"es{patience}")
+        assert len(t.state.history["loss"]) == epochs_run, patience
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 6, "early_stopping": EarlyStopping("val_accuracy", patience=1,
+                                                                                       min_delta=2.0,
+                                                                                       restore_best_weights=True)})
+    best_of_first = _train(tmp_path, TrainConfig(**{**CFG.__dict__, "epochs": 1}), name="one")
+    t = _train(tmp_path, cfg, name="esr")
+    for k in t.net.weights:  # epoch 1 was the best: its weights are restored
+        assert np.array_equal(t.net.weights[k], best_of_first.net.weights[k])
+
+
+@pytest.mark.reference
+def test_fit_matches_keras(tmp_path):
+    """Same initial weights, no shuffling, no dropout: nnc's loop gives Keras's weights and history
+    (SGD with momentum and weight decay, a last partial batch, validation split, early stopping)."""
+    pytest.importorskip("torch")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    spec = "model k\ninput x: float32[6]\ndense 8 activation=tanh\ndense 3 activation=softmax\n"
+    model = check_source(spec).model
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(50, 6)).astype(np.float32)
+    y = ((x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)).astype(np.int64)
+    cfg = TrainConfig(loss="sparse_categorical_crossentropy",
+                      optimizer=OptimizerConfig("sgd", 0.1, momentum=0.9, weight_decay=0.01),
+                      metrics=("accuracy",), epochs=5, batch_size=16, validation_split=0.2, seed=0, shuffle=False,
+                      early_stopping=EarlyStopping("val_loss", patience=1, min_delta=0.05))
+    t = Trainer(model, cfg, Dataset("x", x, y), str(tmp_path / "k"), spec_source=spec)
+    w0 = {k: v.copy() for k, v in t.net.weights.items()}
+    t.fit()
+
+    km = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="tanh"),
+                           keras.layers.Dense(3, activation="softmax")])
+    km.set_weights([w0["dense_1.kernel"], w0["dense_1.bias"], w0["dense_2.kernel"], w0["dense_2.bias"]])
+    km.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+               optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01))
+    h = km.fit(x, y, epochs=5, batch_size=16, validation_split=0.2, shuffle=False, verbose=0,
+               callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=1, min_delta=0.05)]).history
+    assert len(h["loss"]) == len(t.state.history["loss"])
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(t.state.history[key], h[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for ours, theirs in zip(t.net.weights.values(), km.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+# --- the command, in a real process --------------------------------------------------------------
+
+CONVNET = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "digits_convnet.nnspec")
+
+
+def _nnc(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "nnc.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _wait_for_state(proc, path, epoch):
+    while proc.poll() is None:
+        if os.path.exists(path):
+            try:
+                if read_state(os.path.dirname(path))[1]["epoch"] >= epoch:
+                    return
+            except UserError:
+                pass
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    args = [CONVNET, "--data", "digits", "--epochs", "2", "--quiet"]
+    full = _nnc("train", *args, "--out", str(tmp_path / "full"))
+    cut = _nnc("train", *args, "--out", str(tmp_path / "cut"))
+    state = str(tmp_path / "cut" / "state.npz")
+    _wait_for_state(cut, state, 1)
+    cut.send_signal(signal.SIGKILL)  # during epoch 2: nothing is flushed or cleaned up
+    cut.wait()
+    assert cut.returncode == -signal.SIGKILL
+    _, meta = read_state(str(tmp_path / "cut"))
+    assert meta["epoch"] == 1
+    resumed = _nnc("train", "--resume", str(tmp_path / "cut"), "--quiet")
+    assert resumed.wait() == 0, resumed.stderr.read()
+    assert full.wait() == 0, full.stderr.read()
+    with np.load(tmp_path / "full" / "weights.npz") as a, np.load(tmp_path / "cut" / "weights.npz") as b:
+        assert sorted(a.files) == sorted(b.files)
+        for k in a.files:
+            assert np.array_equal(a[k], b[k]), k
+    assert (tmp_path / "cut" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    p = _nnc("train", CONVNET, "--data", "digits", "--epochs", "5", "--out", str(out))
+    _wait_for_state(p, str(out / "state.npz"), 1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate()
+    assert p.returncode == 130, err
+    assert f"nnc train --resume {out}" in err and "Traceback" not in err
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # nothing half-written left behind
+    _, meta = read_state(str(out))
+    assert meta["epoch"] >= 1
+    with np.load(out / "weights.npz") as w:
+        assert "dense_2.kernel" in w.files

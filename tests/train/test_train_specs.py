@@ -1,0 +1,64 @@
+"""The digits specs train to the issue's accuracy with their own train blocks, `nnc eval` reports
+it, and the trained weights compiled to ONNX give the NumPy backend's predictions on onnxruntime."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nnc.backend import Network
+from nnc.checker import check_file
+from nnc.cli import main
+from nnc.data import load_data
+from nnc.weights import load_checkpoint
+
+SPECS = os.path.join(os.path.dirname(__file__), "..", "..", "specs")
+TARGETS = {"digits_convnet": 0.97, "digits_lstm": 0.95}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Each spec trained once, exactly as `nnc train SPEC --data digits` trains it."""
+    runs = {}
+    for name in TARGETS:
+        out = tmp_path_factory.mktemp(name)
+        spec = os.path.join(SPECS, f"{name}.nnspec")
+        assert main(["train", spec, "--data", "digits", "--out", str(out), "--quiet"]) == 0
+        runs[name] = (spec, out)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+def test_spec_reaches_its_test_accuracy(name, trained, capsys):
+    spec, out = trained[name]
+    assert {"weights.npz", "history.json", "curves.png", "state.npz"} <= set(os.listdir(out))
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["val_accuracy"]) == check_file(spec).model.train.epochs
+    capsys.readouterr()
+    assert main(["eval", spec, "--weights", str(out / "weights.npz"), "--data", "digits", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["split"] == "test" and report["samples"] == 360
+    assert report["accuracy"] >= TARGETS[name], report
+    # the accuracy eval reports is the fraction of test digits whose argmax is the label
+    model = check_file(spec).model
+    data = load_data("digits", model, "sparse_categorical_crossentropy")
+    pred = Network(model, load_checkpoint(str(out / "weights.npz"), model)).predict(data.x_test)
+    assert report["accuracy"] == pytest.approx(np.mean(pred.argmax(-1) == data.y_test), abs=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TARGETS)
+def test_trained_model_on_onnxruntime_predicts_as_numpy(name, trained, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    spec, out = trained[name]
+    onnx_path = tmp_path / f"{name}.onnx"
+    assert main(["compile", spec, "--weights", str(out / "weights.npz"), "-o", str(onnx_path)]) == 0
+    model = check_file(spec).model
+    data = load_data("digits", model, "sparse_categorical_crossentropy")
+    ours = Network(model, load_checkpoint(str(out / "weights.npz"), model)).predict(data.x_test)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    theirs = sess.run(None, {sess.get_inputs()[0].name: data.x_test})[0]
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(theirs.argmax(-1), ours.argmax(-1))
