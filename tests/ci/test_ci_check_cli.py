@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from conftest import CASES, run_nnc
+from ci_helpers import CASES, run_nnc
 
 CLEAN = "model tiny\ninput x: float32[4]\ndense 2 activation=softmax\n"  # 4*2+2 = 10 parameters
 

@@ -11,36 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import CASES, GOLDEN, repo_specs, run_nnc
+from ci_helpers import CASES, GOLDEN, assert_formats_well, repo_specs, run_nnc
 from nnc.checker import check_source
 from nnc.fmt import format_source, split_comment
-
-
-def meaning(text: str):
-    """What a spec means, positions left out: the checked model and the diagnostics' codes."""
-    r = check_source(text, "spec.nnspec")
-    diags = sorted((d.code, d.severity) for d in r.diagnostics)
-    m = r.model
-    if m is None:
-        return None, diags
-    layers = [(l.name, l.kind, l.options, l.input_shape, l.output_shape, l.input_dtype, l.weights) for l in m.layers]
-    return (m.name, m.input, layers, m.train, m.total_params), diags
-
-
-def comments(text: str) -> list[str]:
-    return [c for c in (split_comment(line)[1] for line in text.splitlines()) if c]
-
-
-def assert_formats_well(text: str) -> str:
-    out, errors = format_source(text)
-    assert errors == [] and out is not None
-    assert meaning(out) == meaning(text)
-    assert format_source(out)[0] == out, "fmt is not idempotent"
-    assert comments(out) == comments(text), "a comment was lost or moved out of order"
-    assert out == "" or (out.endswith("\n") and not out.endswith("\n\n"))
-    assert all(line == line.rstrip() for line in out.splitlines())
-    assert "\n\n\n" not in out
-    return out
 
 
 SPECS = [p for p in repo_specs()] + [CASES / n for n in sorted(GOLDEN) if n != "syntax.nnspec"]

@@ -1,39 +1,13 @@
 """`nnc check --format json|github`: every diagnostic of the golden cases can be parsed back
-and lands at the line, column and code written down by hand in conftest.GOLDEN."""
+and lands at the line, column and code written down by hand in ci_helpers.GOLDEN."""
 
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
-from conftest import CASES, GOLDEN, run_nnc
-
-GITHUB_LINE = re.compile(r"^::(error|warning) (?P<props>[^:]*)::(?P<msg>.*)$")
-
-
-def unescape_data(s: str) -> str:
-    # GitHub's runner decodes these three in the message; %25 last so "%250A" stays "%0A"
-    return s.replace("%0D", "\r").replace("%0A", "\n").replace("%25", "%")
-
-
-def unescape_property(s: str) -> str:
-    return unescape_data(s.replace("%3A", ":").replace("%2C", ","))
-
-
-def parse_github(out: str) -> list[dict]:
-    """A reader of workflow commands written from GitHub's documented rules, not from nnc."""
-    found = []
-    for line in out.splitlines():
-        m = GITHUB_LINE.match(line)
-        if not m:
-            continue
-        props = dict(p.split("=", 1) for p in m["props"].split(","))
-        props = {k: unescape_property(v) for k, v in props.items()}
-        found.append({"severity": m[1], **props, "message": unescape_data(m["msg"])})
-    return found
-
+from ci_helpers import CASES, GOLDEN, parse_github, run_nnc
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_github_format_locates_every_golden_diagnostic(capsys, in_cases, name):

@@ -11,9 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from conftest import REPO, run_nnc
-from test_ci_fmt import assert_formats_well
-from test_ci_formats import parse_github
+from ci_helpers import REPO, assert_formats_well, parse_github, run_nnc
 
 GOLDEN_DIR = REPO / "tests" / "checker" / "golden"
 CASES = sorted(GOLDEN_DIR.glob("*.nnspec"))

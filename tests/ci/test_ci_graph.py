@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import REPO, repo_specs, run_nnc
+from ci_helpers import REPO, repo_specs, run_nnc
 
 GRAPH_DIR = os.environ.get("NNC_GRAPH_DIR")  # set it to keep the PNGs and look at them
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, run_nnc
+from ci_helpers import REPO, run_nnc
 
 FORMATTED = "model tiny\n\ninput x: float32[4]\n\ndense 2 activation=softmax\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CASES, GOLDEN, run_nnc
+from ci_helpers import CASES, GOLDEN, run_nnc
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -61,7 +61,7 @@ def _unquote(uri: str) -> str:
 
 
 def test_clean_specs_give_a_valid_log_with_no_results(capsys, in_cases):
-    from conftest import repo_specs
+    from ci_helpers import repo_specs
 
     specs = [str(p) for p in repo_specs()]
     assert specs
