@@ -123,8 +123,26 @@ def _span_of(node) -> Span:
     return _tok_span(node) if isinstance(node, Token) else node.span
 
 
+MAX_DIGITS = 1000  # Python refuses to convert an int of over 4,300 digits; no size needs 1,000
+
+
+class _BadToken(Exception):
+    """A token the grammar accepts but nnc cannot read (a number of 5,000 digits)."""
+
+    def __init__(self, token: Token, message: str):
+        super().__init__(message)
+        self.token = token
+        self.message = message
+
+
+def _digits(tok: Token) -> str:
+    if len(tok) > MAX_DIGITS:
+        raise _BadToken(tok, f"a number of {len(tok):,} digits is too long to read")
+    return tok.replace("_", "")
+
+
 def _int(tok: Token) -> int:
-    return int(tok.replace("_", ""))
+    return int(_digits(tok))
 
 
 class _ToAST(Transformer):
@@ -137,11 +155,11 @@ class _ToAST(Transformer):
 
     def float(self, ch):
         t = ch[0]
-        return Value("float", float(t.replace("_", "")), _tok_span(t), str(t))
+        return Value("float", float(_digits(t)), _tok_span(t), str(t))
 
     def size(self, ch):
         t = ch[0]
-        return Value("size", tuple(int(p) for p in t.lower().split("x")), _tok_span(t), str(t))
+        return Value("size", tuple(int(p) for p in _digits(t).lower().split("x")), _tok_span(t), str(t))
 
     def word(self, ch):
         t = ch[0]
@@ -493,8 +511,11 @@ def parse(text: str, file: str = "<string>") -> SpecAST:
         try:
             ast.statements += parser.parse(current)
             return ast
-        except UnexpectedInput as err:
-            ast.syntax_errors.append(_syntax_diagnostic(err, current, file))
+        except (UnexpectedInput, _BadToken) as err:
+            if isinstance(err, _BadToken):
+                ast.syntax_errors.append(Diagnostic("syntax", err.message, _tok_span(err.token), file=file))
+            else:
+                ast.syntax_errors.append(_syntax_diagnostic(err, current, file))
             if len(ast.syntax_errors) >= MAX_SYNTAX_ERRORS:
                 return ast
             if isinstance(err, UnexpectedToken) and err.token.type == "$END":
@@ -511,7 +532,7 @@ def parse(text: str, file: str = "<string>") -> SpecAST:
             if first > start:
                 try:
                     ast.statements += parser.parse(_window(lines, start, blanked, stop=first))
-                except UnexpectedInput:
+                except (UnexpectedInput, _BadToken):
                     blanked.add(line)  # the lines were not whole statements after all: drop and retry
                     continue
                 start = first
