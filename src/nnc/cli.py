@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": "evaluate trained weights on a data set's test split",
     "fmt": "format specs in the canonical layout",
     "graph": "draw a spec as a diagram (svg, png or dot)",
+    "completion": "print a shell completion script (bash or zsh)",
 }
 
 

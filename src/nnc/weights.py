@@ -123,6 +123,15 @@ def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only; give it the mode a plain open() would have
+        # (the existing file's mode when replacing one).
+        try:
+            mode_bits = os.stat(path).st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode_bits = 0o666 & ~umask
+        os.chmod(tmp, mode_bits)
         os.replace(tmp, path)
     except BaseException:
         try:
