@@ -440,9 +440,9 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
         w = {k.split(".", 1)[1]: np.asarray(weights[k], dtype=np.float32)
              for k in (f"{layer.name}.{n}" for n in layer.weights)}
         x = lowering(layer.kind)(g, layer, x, w)
-    last = model.layers[-1].name if model.layers else inp.name
+    last = model.layers[-1].name if model.layers else "output"
     x = channels_last(g, x, last)
-    if x.name == inp.name:  # only dropout layers: the output still needs a node of its own
+    if x.name == inp.name:  # no layers, or only dropout: the output still needs a node of its own
         x = Value(last, last, x.shape)
         g.node("Identity", [inp.name], last, f"{last}/Identity")
     out_dtype = "float32" if model.layers else inp.dtype

@@ -217,3 +217,17 @@ def test_weights_are_keras_layouts_moved_to_onnx():
     i, f, c, o = (k[:, j * u:(j + 1) * u] for j in range(4))
     np.testing.assert_array_equal(inits["lstm_1.W"][0], np.concatenate([i, o, f, c], axis=1).T)
     np.testing.assert_array_equal(inits["lstm_1.B"][0, 4 * u:], 0)
+
+
+@pytest.mark.parametrize("text", ["input x: float32[4]", "input x: float32[4]\ndropout 0.5",
+                                  "input t: int64[5] vocab=7"])
+def test_models_that_compute_the_identity(text):
+    # no layers, or only dropout (the identity at inference): still a valid graph with an output
+    from nnc.checker import check_source
+
+    model = check_source("model a\n" + text + "\n").model
+    m = ox.to_onnx(model, {})
+    onnx.checker.check_model(m, full_check=True)
+    assert m.graph.output[0].name != m.graph.input[0].name
+    x = random_input(model)
+    np.testing.assert_array_equal(ort_run(m, x), x)
