@@ -219,7 +219,9 @@ def _fmt_logs(logs: dict) -> str:
 
 
 def _fmt_time(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f}s"
+    seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds}s"
 
 

@@ -109,13 +109,13 @@ def test_progress_redraws_on_a_terminal_and_prints_lines_otherwise():
     p.batch(1, 2, 5, 10, {"loss": 0.5, "accuracy": 0.75}, elapsed=2.0)
     p.epoch(1, 2, 10, {"loss": 0.4, "accuracy": 0.8}, elapsed=4.0)
     text = tty.getvalue()
-    assert text.startswith("\repoch 1/2 5/10 [") and "loss: 0.5000" in text and "ETA 2s" in text
-    assert text.endswith("epoch 1/2 10/10 - 4s - loss: 0.4000 - accuracy: 0.8000\033[K\n")
+    assert text.startswith("\repoch 1/2 5/10 [") and "loss: 0.5000" in text and "ETA 2.0s" in text
+    assert text.endswith("epoch 1/2 10/10 - 4.0s - loss: 0.4000 - accuracy: 0.8000\033[K\n")
     log = io.StringIO()
     p = Progress(log, tty=False)
     p.batch(1, 2, 5, 10, {"loss": 0.5}, elapsed=2.0)
     p.epoch(1, 2, 10, {"loss": 0.4}, elapsed=4.0)
-    assert log.getvalue() == "epoch 1/2 10/10 - 4s - loss: 0.4000\n"
+    assert log.getvalue() == "epoch 1/2 10/10 - 4.0s - loss: 0.4000\n"
     quiet = io.StringIO()
     Progress(quiet, quiet=True).epoch(1, 2, 10, {"loss": 0.4}, elapsed=4.0)
     assert quiet.getvalue() == ""

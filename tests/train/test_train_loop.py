@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -174,56 +173,56 @@ def test_fit_matches_keras(tmp_path):
 
 CONVNET = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "digits_convnet.nnspec")
 
+# `nnc train` in a process of its own that sends itself SIGNAL after step 5 of epoch 2: a real
+# kill (or Ctrl-C) at a known place mid-epoch, whatever the machine's speed
+_SELF_SIGNAL = """
+import os, signal, sys
+import nnc.train as t
+init = t.Trainer.__init__
+def patched(self, *a, **k):
+    init(self, *a, **k)
+    self.on_step = lambda epoch, step: os.kill(os.getpid(), signal.{sig}) if (epoch, step) == (1, 5) else None
+t.Trainer.__init__ = patched
+from nnc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
-def _nnc(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "nnc.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
 
-
-def _wait_for_state(proc, path, epoch):
-    while proc.poll() is None:
-        if os.path.exists(path):
-            try:
-                if read_state(os.path.dirname(path))[1]["epoch"] >= epoch:
-                    return
-            except UserError:
-                pass
-        time.sleep(0.005)
+def _nnc(*args, signal_at_epoch_2=None):
+    code = (_SELF_SIGNAL.format(sig=signal_at_epoch_2) if signal_at_epoch_2
+            else "import sys; from nnc.cli import main; sys.exit(main())")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    args = [CONVNET, "--data", "digits", "--epochs", "2", "--quiet"]
-    full = _nnc("train", *args, "--out", str(tmp_path / "full"))
-    cut = _nnc("train", *args, "--out", str(tmp_path / "cut"))
-    state = str(tmp_path / "cut" / "state.npz")
-    _wait_for_state(cut, state, 1)
-    cut.send_signal(signal.SIGKILL)  # during epoch 2: nothing is flushed or cleaned up
-    cut.wait()
-    assert cut.returncode == -signal.SIGKILL
+    args = ["train", CONVNET, "--data", "digits", "--epochs", "3", "--quiet"]
+    cut = _nnc(*args, "--out", str(tmp_path / "cut"), signal_at_epoch_2="SIGKILL")
+    assert cut.returncode == -signal.SIGKILL, cut.stderr
     _, meta = read_state(str(tmp_path / "cut"))
-    assert meta["epoch"] == 1
+    assert meta["epoch"] == 1  # killed in epoch 2, before its checkpoint
     resumed = _nnc("train", "--resume", str(tmp_path / "cut"), "--quiet")
-    assert resumed.wait() == 0, resumed.stderr.read()
-    assert full.wait() == 0, full.stderr.read()
+    assert resumed.returncode == 0, resumed.stderr
+    full = _nnc(*args, "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
     with np.load(tmp_path / "full" / "weights.npz") as a, np.load(tmp_path / "cut" / "weights.npz") as b:
         assert sorted(a.files) == sorted(b.files)
         for k in a.files:
             assert np.array_equal(a[k], b[k]), k
+    assert json.loads((tmp_path / "cut" / "history.json").read_text()) == \
+        json.loads((tmp_path / "full" / "history.json").read_text())
     assert (tmp_path / "cut" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
-    p = _nnc("train", CONVNET, "--data", "digits", "--epochs", "5", "--out", str(out))
-    _wait_for_state(p, str(out / "state.npz"), 1)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate()
-    assert p.returncode == 130, err
-    assert f"nnc train --resume {out}" in err and "Traceback" not in err
+    p = _nnc("train", CONVNET, "--data", "digits", "--epochs", "3", "--out", str(out), signal_at_epoch_2="SIGINT")
+    assert p.returncode == 130, p.stderr
+    assert "interrupted in epoch 2/3" in p.stderr and f"nnc train --resume {out}" in p.stderr
+    assert "Traceback" not in p.stderr
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # nothing half-written left behind
     _, meta = read_state(str(out))
-    assert meta["epoch"] >= 1
+    assert meta["epoch"] == 1
     with np.load(out / "weights.npz") as w:
         assert "dense_2.kernel" in w.files
