@@ -219,3 +219,30 @@ def test_maxpool_gives_a_tied_window_gradient_to_its_first_maximum(body, first):
     for i, j in first:
         expected[0, i, j, 0] += 1
     np.testing.assert_array_equal(net.input_grad, expected)
+
+
+@pytest.mark.parametrize("inp,body", [
+    ("img", "conv2d 3 kernel=3 activation=relu\nmaxpool2d 2\ndropout 0.3\nflatten\ndense 4 activation=softmax"),
+    ("ids", "embedding 4\nlstm 3 return_sequences=true\ndropout 0.2\ngru 2\ndense 1 activation=sigmoid"),
+])
+def test_batch_chunks_in_threads_give_the_whole_batch_results(inp, body):
+    # the batch is cut into one chunk per thread and the chunks' gradients summed: outputs,
+    # gradients and dropout masks must be those of the batch run whole
+    model = build(inp, body)
+    rng = np.random.default_rng(3)
+    weights = make_weights(model, rng)
+    x = make_inputs(model, rng, n=48)  # 3 chunks of 16 with threads=3
+    R = rng.normal(size=(48,) + model.output_shape)
+    results = []
+    for threads in (1, 2, 3):
+        net = Network(model, weights, dtype=np.float64, threads=threads)
+        z = net.forward(x, training=True, rng=np.random.default_rng(5))
+        results.append((z, net.backward(R, need_input_grad=True), net.input_grad, net.predict(x, batch_size=33)))
+    z1, g1, d1, p1 = results[0]
+    for z, g, d, p in results[1:]:
+        np.testing.assert_allclose(z, z1, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(p, p1, rtol=1e-12, atol=1e-14)
+        for k in g1:
+            np.testing.assert_allclose(g[k], g1[k], rtol=1e-10, atol=1e-12, err_msg=k)
+        if d1 is not None:
+            np.testing.assert_allclose(d, d1, rtol=1e-12, atol=1e-14)

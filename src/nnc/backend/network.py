@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..kinds import layer_activation
-from .kernels import KERNELS, Activation
+from . import parallel
+from .kernels import KERNELS, Activation, Dropout
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Step:
 
 
 class Network:
-    def __init__(self, model, weights: dict[str, np.ndarray], dtype=None):
+    def __init__(self, model, weights: dict[str, np.ndarray], dtype=None, threads: int | None = None):
         self.model = model
         self.weights = weights
         missing = [k for k in model.weight_shapes() if k not in weights]
@@ -41,6 +42,8 @@ class Network:
             dtypes = {np.asarray(w).dtype for w in weights.values()}
             dtype = dtypes.pop() if len(dtypes) == 1 else np.float32
         self.dtype = np.dtype(dtype)
+        # batch chunks run at once, one per core (nnc.backend.parallel); 1 runs the batch whole
+        self.threads = parallel.default_threads() if threads is None else max(1, int(threads))
         steps: list[Step] = []
         for layer in model.layers:
             steps.append(Step(layer.name, layer.kind, KERNELS[layer.kind](layer), tuple(layer.weights)))
@@ -61,6 +64,7 @@ class Network:
                 steps[i], steps[i + 1] = steps[i + 1], steps[i]
         self.steps = steps
         self._caches: list | None = None
+        self._parts: list[slice] = []
         self.input_grad: np.ndarray | None = None
 
     # --- running -----------------------------------------------------------------------------
@@ -78,30 +82,65 @@ class Network:
             return x if np.issubdtype(x.dtype, np.integer) else x.astype(np.int64)
         return x.astype(self.dtype, copy=False)
 
+    def _noise(self, n: int, training: bool, rng) -> dict[int, np.ndarray]:
+        """Dropout's uniform draws for the whole batch, in layer order, taken before the batch is
+        cut into chunks: the masks, and so the results, do not depend on the number of threads."""
+        if not training:
+            return {}
+        noise = {}
+        for k, step in enumerate(self.steps):
+            if isinstance(step.kernel, Dropout) and step.kernel.rate > 0:
+                if rng is None:
+                    raise ValueError("dropout in training needs an rng (numpy.random.Generator)")
+                layer = self.model.layer(step.layer)
+                noise[k] = rng.random((n,) + tuple(layer.input_shape), dtype=self.dtype)
+        return noise
+
+    def _forward_chunk(self, h, training, noise, part, keep):
+        caches = []
+        for k, step in enumerate(self.steps):
+            draws = _Drawn(noise[k][part]) if k in noise else None
+            h, cache = step.kernel.forward(h, self._layer_weights(step), training, draws)
+            caches.append(cache if keep else None)
+        return h, caches
+
     def forward(self, x, training: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
         """The model's output before `final_activation`; keeps what backward() needs."""
         h = self._prepare(x)
-        caches = []
-        for step in self.steps:
-            h, cache = step.kernel.forward(h, self._layer_weights(step), training, rng)
-            caches.append(cache)
-        self._caches = caches
-        return h
+        noise = self._noise(len(h), training, rng)
+        parts = parallel.chunks(len(h), self.threads)
+        out = parallel.run(lambda part: self._forward_chunk(h[part], training, noise, part, True), parts)
+        self._parts = parts
+        self._caches = [caches for _, caches in out]
+        return out[0][0] if len(out) == 1 else np.concatenate([z for z, _ in out])
+
+    def _backward_chunk(self, dz, caches, need_input_grad):
+        grads: dict[str, np.ndarray] = {}
+        d = dz
+        for k in range(len(self.steps) - 1, -1, -1):
+            step = self.steps[k]
+            need_dx = k > 0 or need_input_grad
+            d, g = step.kernel.backward(d, self._layer_weights(step), caches[k], need_dx)
+            for n, v in g.items():
+                grads[f"{step.layer}.{n}"] = v
+        return grads, d
 
     def backward(self, dz: np.ndarray, need_input_grad: bool = False) -> dict[str, np.ndarray]:
         """dL/dw for every weight, from dL/dz (z = the last forward's output). With
         need_input_grad, dL/dx is left in `input_grad` (None when the model starts with an embedding)."""
         if self._caches is None:
             raise RuntimeError("backward() needs a forward() first")
-        grads: dict[str, np.ndarray] = {}
-        d = np.asarray(dz, dtype=self.dtype)
-        for k in range(len(self.steps) - 1, -1, -1):
-            step = self.steps[k]
-            need_dx = k > 0 or need_input_grad
-            d, g = step.kernel.backward(d, self._layer_weights(step), self._caches[k], need_dx)
-            for n, v in g.items():
-                grads[f"{step.layer}.{n}"] = v
-        self.input_grad = d if need_input_grad else None
+        dz = np.asarray(dz, dtype=self.dtype)
+        out = parallel.run(lambda i: self._backward_chunk(dz[self._parts[i]], self._caches[i], need_input_grad),
+                           list(range(len(self._parts))))
+        grads = out[0][0]
+        for g, _ in out[1:]:  # each chunk's dz already carries its share of the batch mean
+            for name, v in g.items():
+                grads[name] = grads[name] + v
+        if need_input_grad and out[0][1] is not None:
+            self.input_grad = out[0][1] if len(out) == 1 else np.concatenate([d for _, d in out])
+        else:
+            self.input_grad = None
         return {name: grads[name] for name in self.weights if name in grads}
 
     def apply_final(self, z: np.ndarray) -> np.ndarray:
@@ -113,9 +152,20 @@ class Network:
         """Inference (dropout off), with the final activation: what Keras's model.predict returns."""
         x = self._prepare(x)
         outs = []
-        for start in range(0, max(len(x), 1), batch_size):
+        for start in range(0, len(x), batch_size):
             h = x[start : start + batch_size]
-            for step in self.steps:
-                h, _ = step.kernel.forward(h, self._layer_weights(step), False, None)
-            outs.append(self.apply_final(h))
-        return np.concatenate(outs) if outs else np.zeros((0,) + self.model.output_shape, self.dtype)
+            parts = parallel.chunks(len(h), self.threads)
+            zs = parallel.run(lambda part: self._forward_chunk(h[part], False, {}, part, False)[0], parts)
+            outs.append(self.apply_final(zs[0] if len(zs) == 1 else np.concatenate(zs)))
+        return np.concatenate(outs) if outs else np.zeros((0,) + tuple(self.model.output_shape), self.dtype)
+
+
+class _Drawn:
+    """Stands in for a numpy Generator in Dropout.forward: hands out draws taken beforehand."""
+
+    def __init__(self, values: np.ndarray):
+        self.values = values
+
+    def random(self, shape, dtype=None):
+        assert tuple(shape) == self.values.shape, (shape, self.values.shape)
+        return self.values

@@ -1,0 +1,105 @@
+"""Data parallelism over the batch, for the NumPy backend.
+
+A batch is cut into one chunk per core; each chunk runs forward and backward in a thread of its
+own, and the weight gradients of the chunks are summed. NumPy releases the GIL inside ufunc
+loops and matrix products, so the chunks really run at once: the elementwise work (pooling,
+im2col, activations), which a multithreaded BLAS never parallelizes, is spread over the cores
+too. While the chunks run, each thread's BLAS is held to one thread, so the cores are not
+oversubscribed.
+
+NNC_THREADS sets the number of chunks (1 turns this off); by default it is the number of
+cores this process may run on.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+MIN_CHUNK = 16  # samples: smaller chunks cost more in per-call overhead than they gain
+
+
+def default_threads() -> int:
+    env = os.environ.get("NNC_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# --- OpenBLAS thread control (what threadpoolctl does, for the one library numpy ships) ------
+
+
+class _Blas:
+    """The process-wide thread count of the OpenBLAS that numpy ships. (OpenBLAS's
+    openblas_set_num_threads_local is process-wide too in pthreads builds, so it buys nothing.)"""
+
+    def __init__(self):
+        self.set = self.get = None
+        try:
+            import numpy as np
+
+            base = os.path.dirname(os.path.dirname(np.__file__))
+            paths = glob.glob(os.path.join(base, "numpy.libs", "*openblas*.so*"))
+            lib = ctypes.CDLL(paths[0]) if paths else None  # already loaded by numpy: the same instance
+        except OSError:
+            lib = None
+        for prefix in ("scipy_openblas_", "openblas_"):
+            for suffix in ("64_", ""):
+                s, g = f"{prefix}set_num_threads{suffix}", f"{prefix}get_num_threads{suffix}"
+                if lib is not None and self.set is None and hasattr(lib, s) and hasattr(lib, g):
+                    self.set, self.get = getattr(lib, s), getattr(lib, g)
+                    self.set.argtypes, self.set.restype = [ctypes.c_int], None
+                    self.get.argtypes, self.get.restype = [], ctypes.c_int
+
+    @property
+    def controllable(self) -> bool:
+        return self.set is not None
+
+    @contextmanager
+    def single_threaded(self):
+        """BLAS on one thread while the chunks run (each chunk's thread is one core)."""
+        before = self.get()
+        self.set(1)
+        try:
+            yield
+        finally:
+            self.set(before)
+
+
+BLAS = _Blas()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def run(fn, items: list) -> list:
+    """fn over items, one thread each (the calling thread takes the first)."""
+    global _pool, _pool_size
+    if len(items) == 1:
+        return [fn(items[0])]
+    if _pool is None or _pool_size < len(items) - 1:
+        _pool = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="nnc-chunk")
+        _pool_size = len(items) - 1
+    with BLAS.single_threaded():
+        futures = [_pool.submit(fn, item) for item in items[1:]]
+        try:
+            first = fn(items[0])
+        finally:
+            rest = [f.result() for f in futures]
+        return [first] + rest
+
+
+def chunks(n: int, threads: int) -> list[slice]:
+    """Cut a batch of n into at most `threads` near-equal chunks of at least MIN_CHUNK."""
+    # without control of BLAS's threads, chunks in threads would oversubscribe the cores
+    k = max(1, min(threads, n // MIN_CHUNK)) if BLAS.controllable else 1
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(k)]
