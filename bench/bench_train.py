@@ -207,17 +207,34 @@ def profile(workload: str, batches: int) -> str:
     stats = pstats.Stats(prof)
     total = stats.total_tt
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:14]
-    lines = [f"cProfile of {batches} nnc training batches of the {workload} ({total:.2f} s in all), "
-             "by own time:", "", "| own time | share | calls | function |", "|---:|---:|---:|---|"]
+    lines = [f"cProfile of {batches} nnc training batches of the {workload} on one thread (NNC_THREADS=1; "
+             f"{total:.2f} s in all), by own time:", "", "| own time | share | calls | function |", "|---:|---:|---:|---|"]
     for (file, line, fn), (cc, nc, tt, ct, _) in rows:
-        where = f"{Path(file).name}:{line} {fn}" if line else fn
+        where = f"{Path(file).name}:{line} {_qualname(file, line, fn)}" if line else fn
         lines.append(f"| {tt:.3f} s | {100 * tt / total:.0f}% | {nc} | `{where}` |")
     return "\n".join(lines)
 
 
-def run_worker(args: list[str]) -> dict:
+def _qualname(file: str, line: int, fn: str) -> str:
+    """Class.method for a profiled function (cProfile names only the function)."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(file).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return fn
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.lineno == line:
+                    return f"{node.name}.{item.name}"
+    return fn
+
+
+def run_worker(args: list[str], **extra_env: str) -> dict:
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
+    env.update(extra_env)
     out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"worker {args} failed:\n{out.stderr}")
@@ -251,7 +268,8 @@ def main(argv=None) -> int:
         rows.append(f"| {w} | {r['nnc']['epoch_s']:.2f} s | {r['torch']['epoch_s']:.2f} s | **{ratio:.2f}** | "
                     f"{r['nnc']['peak_mb']:.0f} MB | {r['torch']['peak_mb']:.0f} MB |")
         print(rows[-1], flush=True)
-    prof = run_worker(["--profile", "convnet", "--profile-batches", str(args.profile_batches)])["text"]
+    # profiled on one thread: cProfile sees only the thread it runs in
+    prof = run_worker(["--profile", "convnet", "--profile-batches", str(args.profile_batches)], NNC_THREADS="1")["text"]
     load_after = os.getloadavg()
     load = (f"Load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
             f"{', '.join(f'{v:.2f}' for v in load_after)} after.")
