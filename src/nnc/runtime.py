@@ -113,7 +113,9 @@ def _session(path: str, device: str):
         # onnxruntime logs its failure to create the provider as an error before falling back;
         # the check after the session replaces that with one message of ours
         ort.set_default_logger_severity(4)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]  # CPU only for ops CUDA lacks
+        # TF32 off: float32 results as Keras computes them, not with 10-bit mantissas on Ampere and later;
+        # the CPU provider stays listed only for operators the CUDA provider lacks
+        providers = [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
     try:
         sess = ort.InferenceSession(path, so, providers=providers)
     except Exception as e:  # onnxruntime raises its own exception types for a bad file

@@ -163,5 +163,5 @@ def test_contract_spec_on_cuda_matches_cpu(tmp_path, path):
     y_cuda = r.run(x)
     y_cpu, provider = run_model(onnx_path, x, "cpu")
     assert provider == "CPUExecutionProvider"
-    # cuDNN and the CPU kernels sum in different orders (and may use TF32): compare at 1e-4
+    # cuDNN and the CPU kernels sum in different orders (TF32 is off): compare at 1e-4
     assert_close(y_cuda, y_cpu, rtol=1e-4, what=f"{model.name} cuda vs cpu")
