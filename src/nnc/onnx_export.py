@@ -484,6 +484,10 @@ def save(m: onnx.ModelProto, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD
     if weight_bytes(m) + _GRAPH_MARGIN < threshold:
         with atomic_open(path) as f:
             f.write(m.SerializeToString())
+        try:  # the weights of an earlier, larger model at this path are no longer read by anything
+            os.unlink(path + ".data")
+        except FileNotFoundError:
+            pass
         return [path]
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

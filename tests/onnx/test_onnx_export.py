@@ -176,6 +176,10 @@ def test_external_data_past_the_threshold(tmp_path):
     # below the threshold, one file
     small = tmp_path / "small.onnx"
     assert ox.save(proto, str(small)) == [str(small)]
+    # and the same path written again below the threshold drops the data file it no longer reads
+    assert ox.save(proto, str(out)) == [str(out)]
+    assert sorted(os.listdir(tmp_path)) == ["big.onnx", "small.onnx"]
+    onnx.checker.check_model(str(out), full_check=True)
 
 
 def test_the_real_threshold_is_protobufs_2_gib():
