@@ -1,0 +1,36 @@
+"""The Python API beside the CLI: check never raises, load raises SpecError with every diagnostic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import nnc
+
+CONTRACT = Path(__file__).resolve().parents[2] / "tests" / "data" / "contract"
+
+
+def test_check_and_load_a_contract_spec():
+    result = nnc.check(str(CONTRACT / "mnist_convnet.nnspec"))
+    assert result.ok and result.diagnostics == []
+    model = nnc.load(str(CONTRACT / "mnist_convnet.nnspec"))
+    assert model.total_params == 93322  # the contract's figure
+    assert model.output_shape == (10,)
+    assert [l.name for l in model.layers][:2] == ["conv2d_1", "maxpool2d_1"]
+    assert model.weight_shapes()["conv2d_1.kernel"] == (3, 3, 1, 32)
+
+
+def test_bad_spec_is_data_for_check_and_an_exception_for_load():
+    text = "model m\ninput x: float32[4, 4, 1]\nconv2d 8 kernel=7\ndense 3 activation=rleu\n"
+    result = nnc.check_source(text, "bad.nnspec")
+    assert not result.ok and result.model is None
+    assert [(d.code, d.span.line) for d in result.errors] == [("does-not-fit", 3), ("bad-value", 4)]
+    with pytest.raises(nnc.SpecError) as exc:
+        nnc.loads(text, "bad.nnspec")
+    assert isinstance(exc.value, nnc.UserError)
+
+
+def test_unreadable_file_is_an_io_diagnostic(tmp_path):
+    result = nnc.check(str(tmp_path / "missing.nnspec"))
+    assert [d.code for d in result.diagnostics] == ["io"]
