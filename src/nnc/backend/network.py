@@ -44,6 +44,7 @@ class Network:
         self.dtype = np.dtype(dtype)
         # batch chunks run at once, one per core (nnc.backend.parallel); 1 runs the batch whole
         self.threads = parallel.default_threads() if threads is None else max(1, int(threads))
+        parallel.keep_freed_memory()
         steps: list[Step] = []
         for layer in model.layers:
             steps.append(Step(layer.name, layer.kind, KERNELS[layer.kind](layer), tuple(layer.weights)))
