@@ -1,11 +1,12 @@
-"""Text to syntax tree. lark stays inside this module: its trees and tokens are turned into
-nnc's own AST nodes with `Span`s at the boundary, and its exceptions into diagnostics.
+"""Text to syntax tree. lark stays inside this module: its tokens are turned into nnc's own
+AST nodes with `Span`s while parsing (a transformer of the LALR parser), and its exceptions
+into diagnostics.
 
 Error recovery: lark stops at the first syntax error, but a user wants every error of a file
-in one run. Statements are one a line, so after an error the offending line is blanked
-(spaces, so every other position is unchanged) and the file is parsed again; each round
-finds the next error. The AST of the final round holds every statement that was well formed,
-and the checker then reports the semantic errors of those too.
+in one run. Statements are one a line, so after an error the offending line is dropped and
+parsing resumes on the next line, with every position unchanged (see `parse`). The AST holds
+every statement that was well formed, and the checker then reports the semantic errors of
+those too.
 """
 
 from __future__ import annotations
