@@ -351,6 +351,14 @@ class Trainer:
             self.state.epoch = epoch + 1
             self.save()
             self.progress.epoch(epoch + 1, cfg.epochs, steps, logs, time.monotonic() - start, note)
+        es = cfg.early_stopping
+        if es is not None and es.restore_best_weights and self.best_weights is not None:
+            # Keras restores the best epoch's weights when training ends, stopped early or not
+            for k, v in self.best_weights.items():
+                self.net.weights[k] = v.copy()
+            self.save()
+            self.progress.say(f"weights of epoch {self.state.best_epoch + 1} restored (best {es.monitor}: "
+                              f"{self.state.best:.4f})")
         return self.state.history
 
     def _early_stopping(self, epoch: int, logs: dict) -> str:
@@ -370,11 +378,6 @@ class Trainer:
             return ""
         if s.wait >= es.patience and epoch > 0:
             s.stopped_epoch = epoch
-            if es.restore_best_weights and self.best_weights is not None:
-                for k, v in self.best_weights.items():
-                    self.net.weights[k] = v.copy()
-                return (f" - early stopping: {es.monitor} did not improve for {s.wait} epoch(s); "
-                        f"weights of epoch {s.best_epoch + 1} restored")
             return f" - early stopping: {es.monitor} did not improve for {s.wait} epoch(s)"
         return ""
 

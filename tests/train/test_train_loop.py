@@ -133,6 +133,15 @@ def test_early_stopping_as_keras_counts_patience(tmp_path):
     t = _train(tmp_path, cfg, name="esr")
     for k in t.net.weights:  # epoch 1 was the best: its weights are restored
         assert np.array_equal(t.net.weights[k], best_of_first.net.weights[k])
+    # Keras restores the best weights at the end even when training ran all its epochs
+    cfg = TrainConfig(**{**CFG.__dict__, "epochs": 3, "early_stopping": EarlyStopping("loss", patience=5,
+                                                                                      min_delta=1e9,
+                                                                                      restore_best_weights=True)})
+    t = _train(tmp_path, cfg, name="esall")
+    assert len(t.state.history["loss"]) == 3
+    with np.load(tmp_path / "esall" / "weights.npz") as w:
+        for k in t.net.weights:
+            assert np.array_equal(w[k], best_of_first.net.weights[k])
 
 
 @pytest.mark.reference
@@ -150,7 +159,7 @@ def test_fit_matches_keras(tmp_path):
     cfg = TrainConfig(loss="sparse_categorical_crossentropy",
                       optimizer=OptimizerConfig("sgd", 0.1, momentum=0.9, weight_decay=0.01),
                       metrics=("accuracy",), epochs=5, batch_size=16, validation_split=0.2, seed=0, shuffle=False,
-                      early_stopping=EarlyStopping("val_loss", patience=1, min_delta=0.05))
+                      early_stopping=EarlyStopping("val_loss", patience=1, min_delta=0.05, restore_best_weights=True))
     t = Trainer(model, cfg, Dataset("x", x, y), str(tmp_path / "k"), spec_source=spec)
     w0 = {k: v.copy() for k, v in t.net.weights.items()}
     t.fit()
@@ -161,8 +170,11 @@ def test_fit_matches_keras(tmp_path):
     km.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                optimizer=keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.01))
     h = km.fit(x, y, epochs=5, batch_size=16, validation_split=0.2, shuffle=False, verbose=0,
-               callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=1, min_delta=0.05)]).history
+               callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=1, min_delta=0.05,
+                                                        restore_best_weights=True)]).history
     assert len(h["loss"]) == len(t.state.history["loss"])
+    # the case exercises stopping early and restoring an earlier epoch's weights
+    assert t.state.stopped_epoch is not None and t.state.best_epoch < t.state.stopped_epoch
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose(t.state.history[key], h[key], rtol=1e-4, atol=1e-6, err_msg=key)
     for ours, theirs in zip(t.net.weights.values(), km.get_weights()):
