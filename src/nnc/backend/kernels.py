@@ -177,13 +177,30 @@ class Conv(_Windowed):
         if not need_dx:
             return None, grads
         n, c = xshape[0], xshape[-1]
-        dcols = (dy2 @ kernel.reshape(-1, self.filters).T).reshape((n,) + self.out + self.window + (c,))
-        # col2im: every window offset adds its slice back where it was read from
-        dxp = np.zeros(self.padded_shape(n, c), dtype=dy.dtype)
-        lead = (slice(None),) * (1 + len(self.out))
-        for off in self.offsets:
-            dxp[_window_slices(off, self.strides, self.out)] += dcols[lead + off]
-        return self.unpad(dxp), grads
+        dcols = dy2 @ kernel.reshape(-1, self.filters).T
+        return self.unpad(self.col2im(dcols, n, c)), grads
+
+    def col2im(self, dcols, n, c):
+        """Add every column back where im2col read it from. Windows overlap, so one addition
+        cannot do it; but along the last spatial axis, windows g = ceil(kw/stride) apart do not
+        overlap, and each of their kw*in values is contiguous: so one addition per offset of the
+        other axes and per residue r mod g, each moving runs of kw*in values."""
+        dxp = np.zeros(self.padded_shape(n, c), dtype=dcols.dtype)
+        d = len(self.out)
+        kw, sw, wo = self.window[-1], self.strides[-1], self.out[-1]
+        g = -(-kw // sw)
+        dc = dcols.reshape((n,) + self.out + self.window[:-1] + (kw * c,))
+        st = dxp.strides
+        for lead in product(*(range(k) for k in self.window[:-1])):
+            for r in range(min(g, wo)):
+                count = len(range(r, wo, g))
+                base = dxp[(slice(None),) + tuple(slice(o, None) for o in lead) + (slice(r * sw, None), slice(None))]
+                shape = (n,) + self.out[:-1] + (count, kw * c)
+                strides = ((st[0],) + tuple(st[1 + a] * self.strides[a] for a in range(d - 1))
+                           + (st[d] * sw * g, st[-1]))
+                view = np.lib.stride_tricks.as_strided(base, shape, strides)
+                view += dc[(slice(None),) * d + (slice(r, None, g),) + lead]
+        return dxp
 
 
 class MaxPool(_Windowed):
