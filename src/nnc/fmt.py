@@ -67,6 +67,9 @@ class _Blank:
 @dataclass
 class _Comment:
     text: str
+    # a comment-only line indented past its statement, right under a trailing comment: it
+    # continues that comment, so it stays in the trailing-comment column
+    continues: bool = False
 
 
 @dataclass
@@ -95,11 +98,18 @@ def _items(lines: list[str], statements: list) -> list:
         elif code.strip():  # pragma: no cover - every non-blank line of a parsed spec belongs to a statement
             raise ValueError(f"line {i} belongs to no statement: {lines[i - 1]!r}")
         elif comment is not None:
-            out.append(_Comment(comment))
+            out.append(_Comment(comment, _continues(out, lines[i - 1])))
         else:
             out.append(_Blank())
         i += 1
     return out
+
+
+def _continues(previous: list, line: str) -> bool:
+    if not previous or not line[:1].isspace():
+        return False
+    last = previous[-1]
+    return (isinstance(last, _Stmt) and last.comment is not None) or (isinstance(last, _Comment) and last.continues)
 
 
 def _train_items(lines: list[str], block: TrainBlock) -> _Stmt:
@@ -115,7 +125,7 @@ def _train_items(lines: list[str], block: TrainBlock) -> _Stmt:
         elif j == last:
             stmt.close_comment = comment
         elif comment is not None:
-            stmt.inner.append(_Comment(comment))
+            stmt.inner.append(_Comment(comment, _continues(stmt.inner, lines[j - 1])))
         else:
             stmt.inner.append(_Blank())
     return stmt
@@ -193,7 +203,7 @@ def _emit_run(run: list[_Stmt], indent: str) -> list[str]:
     code: list[tuple[str, str | None] | str] = []
     for s in run:
         if isinstance(s, _Comment):
-            code.append(indent + s.text)
+            code.append(s if s.continues else indent + s.text)
         elif isinstance(s.node, LayerStmt):
             code.append((indent + next(layer_texts), s.comment))
         else:
@@ -201,7 +211,9 @@ def _emit_run(run: list[_Stmt], indent: str) -> list[str]:
     width = max((len(c[0]) for c in code if isinstance(c, tuple) and c[1] is not None), default=0)
     out = []
     for c in code:
-        if isinstance(c, str):
+        if isinstance(c, _Comment):
+            out.append(" " * (width + len(COMMENT_GAP)) + c.text if width else indent + c.text)
+        elif isinstance(c, str):
             out.append(c)
         elif c[1] is None:
             out.append(c[0])

@@ -63,6 +63,25 @@ def test_trailing_comments_of_a_group_share_a_column():
     assert a.index("#") == b.index("#")
 
 
+def test_a_comment_continuing_a_trailing_comment_stays_in_its_column():
+    src = (
+        "model m\ninput x: float32[4]\n"
+        "dense 8        # first line of a long note\n"
+        "               # its second line\n"
+        "dense 1 activation=sigmoid\n"
+        "# a full-line comment stays at the left\n"
+        "relu\n"
+    )
+    text, diags = format_source(src)
+    assert not diags
+    out = text.splitlines()
+    first = next(i for i, line in enumerate(out) if "first line" in line)
+    assert out[first + 1].strip() == "# its second line"
+    assert out[first + 1].index("#") == out[first].index("#")
+    assert "# a full-line comment stays at the left" in out
+    assert format_source(text)[0] == text
+
+
 def test_a_hash_inside_quotes_is_not_a_comment():
     assert split_comment("dense 3 note='a # b'  # real") == ("dense 3 note='a # b'  ", "# real")
     assert split_comment('x "#" y') == ('x "#" y', None)
