@@ -260,3 +260,12 @@ def test_generated_specs_format_idempotently_and_keep_their_meaning(text):
     assert check_source(text).ok, check_source(text).diagnostics  # the generator makes valid specs
     out = assert_formats_well(text)
     assert check_source(out).ok
+
+
+def test_the_example_specs_are_in_canonical_layout():
+    # the sample workflow runs `nnc fmt --check specs/`; it must pass on the repo's own specs
+    for path in repo_specs():
+        if "/specs/" not in str(path).replace(os.sep, "/"):
+            continue
+        text = open(path, encoding="utf-8").read()
+        assert format_source(text)[0] == text, f"{path} is not formatted: run nnc fmt {path}"
