@@ -420,8 +420,11 @@ class Embedding:
         return w["embeddings"][ids], ids
 
     def backward(self, dy, w, cache, need_dx=True):
-        ids = cache.reshape(-1)
-        dy2 = dy.reshape(ids.size, -1)
+        # visit dy in its memory order (a recurrent layer hands back a transposed view), taking
+        # the ids in the same order, rather than copying dy into batch order
+        lead = sorted(range(dy.ndim - 1), key=lambda a: -dy.strides[a])
+        ids = cache.transpose(lead).reshape(-1)
+        dy2 = dy.transpose(lead + [dy.ndim - 1]).reshape(ids.size, -1)
         table = w["embeddings"]
         grad = np.empty_like(table)
         for j in range(table.shape[1]):
@@ -586,16 +589,17 @@ class Lstm(_Recurrent):
             dh = np.ascontiguousarray(dy.T)
         dc = np.zeros((u, N), dtype=S.dtype)
         tmp = np.empty((u, N), dtype=S.dtype)
+        P4 = P.reshape(T, 4, u, N)  # views made once: a reshape per step costs more than its multiply
+        dA4 = dA.reshape(4, u, T, N)
         for t in range(T - 1, -1, -1):
             if self.return_sequences:
                 dh += dHs[t]
             np.multiply(dh, Q[t], out=tmp)
             dc += tmp
-            A = dA[:, t]
-            np.multiply(P[t, :u], dh, out=A[:u])
-            np.multiply(P[t, u:].reshape(3, u, N), dc, out=A[u:].reshape(3, u, N))
+            np.multiply(P4[t, 0], dh, out=dA4[0, :, t])  # o
+            np.multiply(P4[t, 1:], dc, out=dA4[1:, :, t])  # i, f, g
             dc *= f[t]
-            dh = U @ A
+            dh = U @ dA[:, t]
         dA2 = dA.reshape(4 * u, T * N)
         x2 = xT.transpose(0, 2, 1).reshape(T * N, D)  # [(step, sample), D]
         hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}: [u, (step, sample)]
