@@ -621,6 +621,7 @@ class Gru(_Recurrent):
     reset_after=True (Keras 3's default): bias [2, 3u], row 0 for the input, row 1 for the
         recurrent projection; h~ = tanh(x Wh + b_in_h + r * (h Wrh + b_rec_h)).
     reset_after=False: bias [3u]; h~ = tanh(x Wh + (r*h) Wrh + b_h).
+    As in the LSTM, states are transposed ([units, batch]) so each gate is a contiguous block.
     Given the forward, dL/dh_{t-1} is linear in dL/dh_t, so the backward loop is a product and
     a few multiplies; the factors are precomputed over all steps."""
 
@@ -629,111 +630,119 @@ class Gru(_Recurrent):
         self.reset_after = layer.options["reset_after"]
 
     def forward(self, x, w, training=False, rng=None):
-        xt = self.time_major(x)
-        T, N, D = xt.shape
+        N, T, D = x.shape
         u = self.units
-        U = w["recurrent_kernel"]
         bias = w["bias"]
         b_in = bias[0] if self.reset_after else bias
-        Z = (xt.reshape(T * N, D) @ w["kernel"] + b_in).reshape(T, N, 3 * u)
+        xT = np.ascontiguousarray(x.transpose(1, 2, 0))  # [T, D, N]
+        Z = np.matmul(np.ascontiguousarray(w["kernel"].T), xT)  # [T, 3u, N], every step at once
+        Z += b_in[:, None]
         dt = Z.dtype
-        H = np.zeros((T + 1, N, u), dtype=dt)
-        ZR = np.empty((T, N, 2 * u), dtype=dt)  # z, r
-        HH = np.empty((T, N, u), dtype=dt)  # h~
-        R = np.empty((T, N, u), dtype=dt)  # reset_after: h Wrh + b_rec_h;  else r*h_{t-1}
-        if self.reset_after:
-            b_rec = bias[1]
-            for t in range(T):
-                rec = H[t] @ U
-                rec += b_rec
-                zr = ZR[t]
-                np.add(Z[t, :, : 2 * u], rec[:, : 2 * u], out=zr)
+        Ut = np.ascontiguousarray(w["recurrent_kernel"].T)  # [3u, u]
+        H = np.zeros((T + 1, u, N), dtype=dt)
+        R = np.empty((T, u, N), dtype=dt)  # reset_after: h Wrh + b_rec_h;  else r * h_{t-1}
+        rec = np.empty((3 * u, N), dtype=dt)
+        tmp = np.empty((u, N), dtype=dt)
+        for t in range(T):
+            a = Z[t]  # becomes z, r (sigmoid) and h~ (tanh)
+            zr, hh = a[: 2 * u], a[2 * u :]
+            if self.reset_after:
+                np.matmul(Ut, H[t], out=rec)
+                zr += rec[: 2 * u]
+                zr += bias[1, : 2 * u, None]
+                np.add(rec[2 * u :], bias[1, 2 * u :, None], out=R[t])
                 zr[:] = sigmoid(zr)
-                R[t] = rec[:, 2 * u :]
-                hh = HH[t]
-                np.multiply(zr[:, u:], R[t], out=hh)
-                hh += Z[t, :, 2 * u :]
-                np.tanh(hh, out=hh)
-                # h = h~ + z * (h_{t-1} - h~)
-                h = H[t + 1]
-                np.subtract(H[t], hh, out=h)
-                h *= zr[:, :u]
-                h += hh
-        else:
-            Uzr, Uh = U[:, : 2 * u], U[:, 2 * u :]
-            for t in range(T):
-                zr = ZR[t]
-                np.add(Z[t, :, : 2 * u], H[t] @ Uzr, out=zr)
+                np.multiply(zr[u:], R[t], out=tmp)
+            else:
+                np.matmul(Ut[: 2 * u], H[t], out=rec[: 2 * u])
+                zr += rec[: 2 * u]
                 zr[:] = sigmoid(zr)
-                np.multiply(zr[:, u:], H[t], out=R[t])
-                hh = HH[t]
-                np.matmul(R[t], Uh, out=hh)
-                hh += Z[t, :, 2 * u :]
-                np.tanh(hh, out=hh)
-                h = H[t + 1]
-                np.subtract(H[t], hh, out=h)
-                h *= zr[:, :u]
-                h += hh
-        return self.output(H), (xt, H, ZR, HH, R)
+                np.multiply(zr[u:], H[t], out=R[t])
+                np.matmul(Ut[2 * u :], R[t], out=tmp)
+            hh += tmp
+            np.tanh(hh, out=hh)
+            h = H[t + 1]  # h = h~ + z * (h_{t-1} - h~)
+            np.subtract(H[t], hh, out=h)
+            h *= zr[:u]
+            h += hh
+        y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
+        return y, (xT, H, Z, R)
 
     def backward(self, dy, w, cache, need_dx=True):
-        xt, H, ZR, HH, R = cache
-        T, N, _ = xt.shape
+        xT, H, Z, R = cache
+        T, D, N = xT.shape
         u = self.units
-        U = w["recurrent_kernel"]
-        z, r = ZR[..., :u], ZR[..., u:]
-        dH = self.dh_steps(dy, T)
+        U = w["recurrent_kernel"]  # [u, 3u]: dL/dh_{t-1} = U @ (gradient of the recurrent product)
+        W = w["kernel"]
+        z, r, hh = Z[:, :u], Z[:, u : 2 * u], Z[:, 2 * u :]
+        dt = Z.dtype
         # per unit of dh: dA_z = dh * (h_{t-1} - h~) z(1-z);  dA_h = dh * (1-z)(1-h~^2)
-        Pz = (H[:-1] - HH) * z * (1 - z)
-        Ph = (1 - z) * (1 - HH * HH)
-        dA = np.empty((T, N, 3 * u), dtype=H.dtype)
-        dh = np.zeros((N, u), dtype=H.dtype)
-        if self.reset_after:
-            # dA_r = dA_h * (h Wrh + b_rec_h) * r(1-r); the recurrent product sees dA_h * r
-            Pr = Ph * R * r * (1 - r)
-            Prh = Ph * r
-            Prec = np.concatenate([Pz, Pr, Prh], axis=-1).reshape(T, N, 3, u)
-            U_T = np.ascontiguousarray(U.T)
-            dRec = np.empty((T, N, 3 * u), dtype=H.dtype)
-            dRec3 = dRec.reshape(T, N, 3, u)
-            DH = np.empty((T, N, u), dtype=H.dtype)
-            for t in range(T - 1, -1, -1):
-                dh += dH[t]
-                DH[t] = dh
-                np.multiply(Prec[t], dh[:, None, :], out=dRec3[t])
-                rz = dh * z[t]
-                dh = dRec[t] @ U_T
-                dh += rz
-            dA[..., : 2 * u] = dRec[..., : 2 * u]
-            np.multiply(DH, Ph, out=dA[..., 2 * u :])
-            drec = dRec
+        Pz = (H[:-1] - hh) * z * (1 - z)
+        Ph = (1 - z) * (1 - hh * hh)
+        if self.return_sequences:
+            dHs = np.ascontiguousarray(dy.transpose(1, 2, 0))  # [T, u, N]
+            dh = np.zeros((u, N), dtype=dt)
         else:
-            Uzr_T = np.ascontiguousarray(U[:, : 2 * u].T)
-            Uh_T = np.ascontiguousarray(U[:, 2 * u :].T)
-            rr = r * (1 - r)
-            for t in range(T - 1, -1, -1):
-                dh += dH[t]
-                dA[t, :, :u] = dh * Pz[t]
-                dAh = dA[t, :, 2 * u :]
-                np.multiply(dh, Ph[t], out=dAh)
-                drh = dAh @ Uh_T  # through (r*h) Wrh
-                dA[t, :, u : 2 * u] = drh * H[t] * rr[t]
-                dnext = dh * z[t]
-                dnext += drh * r[t]
-                dnext += dA[t, :, : 2 * u] @ Uzr_T
-                dh = dnext
-            drec = None
-        dkernel, dx = self.input_grads(xt, dA, w, need_dx)
-        hp = H[:-1].reshape(-1, u)
+            dh = np.ascontiguousarray(dy.T)
+        tmp = np.empty((u, N), dtype=dt)
+        x2 = xT.transpose(0, 2, 1).reshape(T * N, D)  # [(step, sample), D]
+        hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}: [u, (step, sample)]
+        grads = {}
         if self.reset_after:
-            d2 = drec.reshape(-1, 3 * u)
-            drk = hp.T @ d2
-            dbias = np.stack([dA.sum(axis=(0, 1)), d2.sum(axis=0)])
+            # the recurrent product (h Wrh + b_rec) sees dA_z, dA_r and dA_h * r;
+            # dA_r = dA_h * (h Wrh + b_rec_h) * r(1-r)
+            Prec = np.empty((T, 3, u, N), dtype=dt)
+            Prec[:, 0] = Pz
+            np.multiply(Ph * R, r * (1 - r), out=Prec[:, 1])
+            np.multiply(Ph, r, out=Prec[:, 2])
+            dRec = np.empty((3 * u, T, N), dtype=dt)  # gate-major: weight gradients are one product
+            dRec4 = dRec.reshape(3, u, T, N)
+            dAh = np.empty((u, T, N), dtype=dt)  # the input side of h~ (without r)
+            for t in range(T - 1, -1, -1):
+                if self.return_sequences:
+                    dh += dHs[t]
+                np.multiply(Prec[t], dh, out=dRec4[:, :, t])
+                np.multiply(Ph[t], dh, out=dAh[:, t])
+                np.multiply(dh, z[t], out=tmp)
+                dh = U @ dRec[:, t]
+                dh += tmp
+            dRec2, dAh2 = dRec.reshape(3 * u, T * N), dAh.reshape(u, T * N)
+            dzr2 = dRec2[: 2 * u]
+            dk = np.empty_like(W)
+            dk[:, : 2 * u] = (dzr2 @ x2).T
+            dk[:, 2 * u :] = (dAh2 @ x2).T
+            grads["kernel"] = dk
+            grads["recurrent_kernel"] = (dRec2 @ hp.T).T
+            grads["bias"] = np.stack([np.concatenate([dzr2.sum(axis=1), dAh2.sum(axis=1)]), dRec2.sum(axis=1)])
+            if need_dx:
+                dx2 = dzr2.T @ W[:, : 2 * u].T
+                dx2 += dAh2.T @ W[:, 2 * u :].T
         else:
-            dA2 = dA.reshape(-1, 3 * u)
-            drk = np.concatenate([hp.T @ dA2[:, : 2 * u], R.reshape(-1, u).T @ dA2[:, 2 * u :]], axis=1)
-            dbias = dA2.sum(axis=0)
-        return dx, {"kernel": dkernel, "recurrent_kernel": drk, "bias": dbias}
+            Hrr = H[:-1] * r * (1 - r)  # dA_r = d(r*h) * h_{t-1} * r(1-r)
+            Uzr, Uh = np.ascontiguousarray(U[:, : 2 * u]), np.ascontiguousarray(U[:, 2 * u :])
+            dA = np.empty((3 * u, T, N), dtype=dt)
+            for t in range(T - 1, -1, -1):
+                if self.return_sequences:
+                    dh += dHs[t]
+                np.multiply(Pz[t], dh, out=dA[:u, t])
+                dAh_t = dA[2 * u :, t]
+                np.multiply(Ph[t], dh, out=dAh_t)
+                drh = Uh @ dAh_t  # through (r*h) Wrh
+                np.multiply(drh, Hrr[t], out=dA[u : 2 * u, t])
+                np.multiply(dh, z[t], out=tmp)
+                drh *= r[t]
+                tmp += drh
+                dh = Uzr @ dA[: 2 * u, t]
+                dh += tmp
+            dA2 = dA.reshape(3 * u, T * N)
+            rh = R.transpose(1, 0, 2).reshape(u, T * N)
+            grads["kernel"] = (dA2 @ x2).T
+            grads["recurrent_kernel"] = np.concatenate([(dA2[: 2 * u] @ hp.T).T, (dA2[2 * u :] @ rh.T).T], axis=1)
+            grads["bias"] = dA2.sum(axis=1)
+            if need_dx:
+                dx2 = dA2.T @ W.T
+        dx = dx2.reshape(T, N, D).transpose(1, 0, 2) if need_dx else None
+        return dx, grads
 
 
 KERNELS: dict[str, type] = {
