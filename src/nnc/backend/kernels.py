@@ -27,6 +27,7 @@ from math import prod
 import numpy as np
 
 from ..errors import UserError
+from .parallel import BLAS
 
 # --- activations ------------------------------------------------------------------------------
 # Each backward is written in terms of the activation's output y, so a layer caches only y.
@@ -480,10 +481,11 @@ class Rnn(_Recurrent):
         Z = (xt.reshape(T * N, D) @ w["kernel"] + w["bias"]).reshape(T, N, u)
         U = w["recurrent_kernel"]
         H = np.zeros((T + 1, N, u), dtype=Z.dtype)
-        for t in range(T):
-            a = H[t] @ U
-            a += Z[t]
-            H[t + 1] = activate(self.activation, a)
+        with BLAS.one_thread():  # the per-step products are too small to share
+            for t in range(T):
+                a = H[t] @ U
+                a += Z[t]
+                H[t + 1] = activate(self.activation, a)
         return self.output(H), (xt, H)
 
     def backward(self, dy, w, cache, need_dx=True):
@@ -493,10 +495,11 @@ class Rnn(_Recurrent):
         U_T = w["recurrent_kernel"].T
         dA = np.empty_like(dH)
         dh = np.zeros_like(dH[0])
-        for t in range(T - 1, -1, -1):
-            dh += dH[t]
-            dA[t] = activate_backward(self.activation, H[t + 1], dh)
-            dh = dA[t] @ U_T
+        with BLAS.one_thread():  # the per-step products are too small to share
+            for t in range(T - 1, -1, -1):
+                dh += dH[t]
+                dA[t] = activate_backward(self.activation, H[t + 1], dh)
+                dh = dA[t] @ U_T
         u = self.units
         dkernel, dx = self.input_grads(xt, dA, w, need_dx)
         grads = {
@@ -539,20 +542,21 @@ class Lstm(_Recurrent):
         TC = np.empty((T, u, N), dtype=dt)
         rec = np.empty((4 * u, N), dtype=dt)
         ig = np.empty((u, N), dtype=dt)
-        for t in range(T):
-            a = S[t]  # becomes the gate values o, i, f (sigmoid) and g (tanh)
-            np.matmul(Ut, H[t], out=rec)
-            a += rec
-            np.tanh(a, out=a)
-            sig = a[: 3 * u]
-            sig *= 0.5
-            sig += 0.5
-            c = C[t + 1]
-            np.multiply(a[2 * u : 3 * u], C[t], out=c)  # f * c_{t-1}
-            np.multiply(a[u : 2 * u], a[3 * u :], out=ig)  # i * g
-            c += ig
-            np.tanh(c, out=TC[t])
-            np.multiply(a[:u], TC[t], out=H[t + 1])  # o * tanh(c)
+        with BLAS.one_thread():  # the per-step products are too small to share
+            for t in range(T):
+                a = S[t]  # becomes the gate values o, i, f (sigmoid) and g (tanh)
+                np.matmul(Ut, H[t], out=rec)
+                a += rec
+                np.tanh(a, out=a)
+                sig = a[: 3 * u]
+                sig *= 0.5
+                sig += 0.5
+                c = C[t + 1]
+                np.multiply(a[2 * u : 3 * u], C[t], out=c)  # f * c_{t-1}
+                np.multiply(a[u : 2 * u], a[3 * u :], out=ig)  # i * g
+                c += ig
+                np.tanh(c, out=TC[t])
+                np.multiply(a[:u], TC[t], out=H[t + 1])  # o * tanh(c)
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
         return y, (xT, H, C, TC, S)
 
@@ -591,21 +595,24 @@ class Lstm(_Recurrent):
         tmp = np.empty((u, N), dtype=S.dtype)
         P4 = P.reshape(T, 4, u, N)  # views made once: a reshape per step costs more than its multiply
         dA4 = dA.reshape(4, u, T, N)
-        for t in range(T - 1, -1, -1):
-            if self.return_sequences:
-                dh += dHs[t]
-            np.multiply(dh, Q[t], out=tmp)
-            dc += tmp
-            np.multiply(P4[t, 0], dh, out=dA4[0, :, t])  # o
-            np.multiply(P4[t, 1:], dc, out=dA4[1:, :, t])  # i, f, g
-            dc *= f[t]
-            dh = U @ dA[:, t]
+        with BLAS.one_thread():  # the per-step products are too small to share
+            for t in range(T - 1, -1, -1):
+                if self.return_sequences:
+                    dh += dHs[t]
+                np.multiply(dh, Q[t], out=tmp)
+                dc += tmp
+                np.multiply(P4[t, 0], dh, out=dA4[0, :, t])  # o
+                np.multiply(P4[t, 1:], dc, out=dA4[1:, :, t])  # i, f, g
+                dc *= f[t]
+                dh = U @ dA[:, t]
         dA2 = dA.reshape(4 * u, T * N)
-        x2 = xT.transpose(0, 2, 1).reshape(T * N, D)  # [(step, sample), D]
-        hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}: [u, (step, sample)]
+        # both [features, (step, sample)]: as the right operand transposed, OpenBLAS splits these
+        # long products well over threads (the [(step, sample), features] layout it does not)
+        xg = xT.transpose(1, 0, 2).reshape(D, T * N)
+        hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}
         grads = {"kernel": np.empty_like(w["kernel"]), "recurrent_kernel": np.empty_like(w["recurrent_kernel"]),
                  "bias": np.empty_like(w["bias"])}
-        grads["kernel"][:, order] = (dA2 @ x2).T
+        grads["kernel"][:, order] = (dA2 @ xg.T).T
         grads["recurrent_kernel"][:, order] = (dA2 @ hp.T).T
         grads["bias"][order] = dA2.sum(axis=1)
         dx = None
@@ -643,28 +650,29 @@ class Gru(_Recurrent):
         R = np.empty((T, u, N), dtype=dt)  # reset_after: h Wrh + b_rec_h;  else r * h_{t-1}
         rec = np.empty((3 * u, N), dtype=dt)
         tmp = np.empty((u, N), dtype=dt)
-        for t in range(T):
-            a = Z[t]  # becomes z, r (sigmoid) and h~ (tanh)
-            zr, hh = a[: 2 * u], a[2 * u :]
-            if self.reset_after:
-                np.matmul(Ut, H[t], out=rec)
-                zr += rec[: 2 * u]
-                zr += bias[1, : 2 * u, None]
-                np.add(rec[2 * u :], bias[1, 2 * u :, None], out=R[t])
-                zr[:] = sigmoid(zr)
-                np.multiply(zr[u:], R[t], out=tmp)
-            else:
-                np.matmul(Ut[: 2 * u], H[t], out=rec[: 2 * u])
-                zr += rec[: 2 * u]
-                zr[:] = sigmoid(zr)
-                np.multiply(zr[u:], H[t], out=R[t])
-                np.matmul(Ut[2 * u :], R[t], out=tmp)
-            hh += tmp
-            np.tanh(hh, out=hh)
-            h = H[t + 1]  # h = h~ + z * (h_{t-1} - h~)
-            np.subtract(H[t], hh, out=h)
-            h *= zr[:u]
-            h += hh
+        with BLAS.one_thread():  # the per-step products are too small to share
+            for t in range(T):
+                a = Z[t]  # becomes z, r (sigmoid) and h~ (tanh)
+                zr, hh = a[: 2 * u], a[2 * u :]
+                if self.reset_after:
+                    np.matmul(Ut, H[t], out=rec)
+                    zr += rec[: 2 * u]
+                    zr += bias[1, : 2 * u, None]
+                    np.add(rec[2 * u :], bias[1, 2 * u :, None], out=R[t])
+                    zr[:] = sigmoid(zr)
+                    np.multiply(zr[u:], R[t], out=tmp)
+                else:
+                    np.matmul(Ut[: 2 * u], H[t], out=rec[: 2 * u])
+                    zr += rec[: 2 * u]
+                    zr[:] = sigmoid(zr)
+                    np.multiply(zr[u:], H[t], out=R[t])
+                    np.matmul(Ut[2 * u :], R[t], out=tmp)
+                hh += tmp
+                np.tanh(hh, out=hh)
+                h = H[t + 1]  # h = h~ + z * (h_{t-1} - h~)
+                np.subtract(H[t], hh, out=h)
+                h *= zr[:u]
+                h += hh
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
         return y, (xT, H, Z, R)
 
@@ -685,7 +693,7 @@ class Gru(_Recurrent):
         else:
             dh = np.ascontiguousarray(dy.T)
         tmp = np.empty((u, N), dtype=dt)
-        x2 = xT.transpose(0, 2, 1).reshape(T * N, D)  # [(step, sample), D]
+        xg = xT.transpose(1, 0, 2).reshape(D, T * N)  # [D, (step, sample)], as in the LSTM
         hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}: [u, (step, sample)]
         grads = {}
         if self.reset_after:
@@ -698,19 +706,20 @@ class Gru(_Recurrent):
             dRec = np.empty((3 * u, T, N), dtype=dt)  # gate-major: weight gradients are one product
             dRec4 = dRec.reshape(3, u, T, N)
             dAh = np.empty((u, T, N), dtype=dt)  # the input side of h~ (without r)
-            for t in range(T - 1, -1, -1):
-                if self.return_sequences:
-                    dh += dHs[t]
-                np.multiply(Prec[t], dh, out=dRec4[:, :, t])
-                np.multiply(Ph[t], dh, out=dAh[:, t])
-                np.multiply(dh, z[t], out=tmp)
-                dh = U @ dRec[:, t]
-                dh += tmp
+            with BLAS.one_thread():  # the per-step products are too small to share
+                for t in range(T - 1, -1, -1):
+                    if self.return_sequences:
+                        dh += dHs[t]
+                    np.multiply(Prec[t], dh, out=dRec4[:, :, t])
+                    np.multiply(Ph[t], dh, out=dAh[:, t])
+                    np.multiply(dh, z[t], out=tmp)
+                    dh = U @ dRec[:, t]
+                    dh += tmp
             dRec2, dAh2 = dRec.reshape(3 * u, T * N), dAh.reshape(u, T * N)
             dzr2 = dRec2[: 2 * u]
             dk = np.empty_like(W)
-            dk[:, : 2 * u] = (dzr2 @ x2).T
-            dk[:, 2 * u :] = (dAh2 @ x2).T
+            dk[:, : 2 * u] = (dzr2 @ xg.T).T
+            dk[:, 2 * u :] = (dAh2 @ xg.T).T
             grads["kernel"] = dk
             grads["recurrent_kernel"] = (dRec2 @ hp.T).T
             grads["bias"] = np.stack([np.concatenate([dzr2.sum(axis=1), dAh2.sum(axis=1)]), dRec2.sum(axis=1)])
@@ -721,22 +730,23 @@ class Gru(_Recurrent):
             Hrr = H[:-1] * r * (1 - r)  # dA_r = d(r*h) * h_{t-1} * r(1-r)
             Uzr, Uh = np.ascontiguousarray(U[:, : 2 * u]), np.ascontiguousarray(U[:, 2 * u :])
             dA = np.empty((3 * u, T, N), dtype=dt)
-            for t in range(T - 1, -1, -1):
-                if self.return_sequences:
-                    dh += dHs[t]
-                np.multiply(Pz[t], dh, out=dA[:u, t])
-                dAh_t = dA[2 * u :, t]
-                np.multiply(Ph[t], dh, out=dAh_t)
-                drh = Uh @ dAh_t  # through (r*h) Wrh
-                np.multiply(drh, Hrr[t], out=dA[u : 2 * u, t])
-                np.multiply(dh, z[t], out=tmp)
-                drh *= r[t]
-                tmp += drh
-                dh = Uzr @ dA[: 2 * u, t]
-                dh += tmp
+            with BLAS.one_thread():  # the per-step products are too small to share
+                for t in range(T - 1, -1, -1):
+                    if self.return_sequences:
+                        dh += dHs[t]
+                    np.multiply(Pz[t], dh, out=dA[:u, t])
+                    dAh_t = dA[2 * u :, t]
+                    np.multiply(Ph[t], dh, out=dAh_t)
+                    drh = Uh @ dAh_t  # through (r*h) Wrh
+                    np.multiply(drh, Hrr[t], out=dA[u : 2 * u, t])
+                    np.multiply(dh, z[t], out=tmp)
+                    drh *= r[t]
+                    tmp += drh
+                    dh = Uzr @ dA[: 2 * u, t]
+                    dh += tmp
             dA2 = dA.reshape(3 * u, T * N)
             rh = R.transpose(1, 0, 2).reshape(u, T * N)
-            grads["kernel"] = (dA2 @ x2).T
+            grads["kernel"] = (dA2 @ xg.T).T
             grads["recurrent_kernel"] = np.concatenate([(dA2[: 2 * u] @ hp.T).T, (dA2[2 * u :] @ rh.T).T], axis=1)
             grads["bias"] = dA2.sum(axis=1)
             if need_dx:

@@ -65,6 +65,22 @@ class _Blas:
         return self.set is not None
 
     @contextmanager
+    def one_thread(self):
+        """BLAS on one thread for a stretch of small products (a recurrent layer's steps), where
+        waking a second thread costs more than it saves. A no-op without control of BLAS."""
+        if self.set is None:
+            yield
+            return
+        before = self.get()
+        if before != 1:
+            self.set(1)
+        try:
+            yield
+        finally:
+            if before != 1:
+                self.set(before)
+
+    @contextmanager
     def single_threaded(self):
         """BLAS on one thread while the chunks run (each chunk's thread is one core)."""
         before = self.get()
