@@ -19,7 +19,8 @@ from keras_twin import keras_predict  # noqa: E402
 from onnx_cases import (CONTRACT, CONTRACT_IDS, OPTION_SPECS, assert_close, contract_model, option_model,  # noqa: E402
                         ort_run, random_input, random_weights)
 
-pytestmark = pytest.mark.reference
+# keras.ops.convert_to_numpy warns about numpy 2's copy keyword: noise from Keras, not about nnc
+pytestmark = [pytest.mark.reference, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 def _check(model, seed):
