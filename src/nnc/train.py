@@ -423,6 +423,7 @@ def plot_curves(history: dict, path: str, title: str = "") -> None:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     panels = [m for m in ("loss", "accuracy") if m in history]
     fig = Figure(figsize=(5 * len(panels), 3.6))
@@ -433,6 +434,7 @@ def plot_curves(history: dict, path: str, title: str = "") -> None:
                 ys = history[key]
                 ax.plot(range(1, len(ys) + 1), ys, style, label=label, markersize=3)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()
