@@ -17,7 +17,6 @@ odd pixel at the end, flatten in channels-last order, Keras's gate orders agains
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -509,7 +508,3 @@ def compile_model(model: Model, weights: dict[str, np.ndarray], path: str, opset
                   threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[str]:
     """Lower and write; returns the files written."""
     return save(to_onnx(model, weights, opset), path, threshold)
-
-
-def source_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -38,7 +38,7 @@ def main(args) -> int:
     from ..checker import check_file
     from ..diagnostics import render
     from ..errors import UserError
-    from ..onnx_export import SUPPORTED_OPSETS, compile_model, source_hash
+    from ..onnx_export import SUPPORTED_OPSETS, compile_model
 
     if args.opset not in SUPPORTED_OPSETS:
         raise UserError(f"--opset {args.opset} is not supported: nnc writes opsets {SUPPORTED_OPSETS.start} "
@@ -49,8 +49,6 @@ def main(args) -> int:
             print(render(d, r.source), file=sys.stderr)
         return 2 if any(d.code == "io" for d in r.diagnostics) else 1
     model = r.model
-    if not model.source_sha256:
-        model.source_sha256 = source_hash(r.source)
     if args.weights:
         from ..weights import load_checkpoint
 
