@@ -43,7 +43,8 @@ class Network:
             dtype = dtypes.pop() if len(dtypes) == 1 else np.float32
         self.dtype = np.dtype(dtype)
         # batch chunks run at once, one per core (nnc.backend.parallel); 1 runs the batch whole
-        self.threads = parallel.default_threads() if threads is None else max(1, int(threads))
+        kinds = tuple(layer.kind for layer in model.layers)
+        self.threads = parallel.default_threads(kinds) if threads is None else max(1, int(threads))
         parallel.keep_freed_memory()
         steps: list[Step] = []
         for layer in model.layers:

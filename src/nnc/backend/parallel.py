@@ -22,13 +22,21 @@ from contextlib import contextmanager
 MIN_CHUNK = 16  # samples: smaller chunks cost more in per-call overhead than they gain
 
 
-def default_threads() -> int:
+RECURRENT = ("rnn", "lstm", "gru")
+
+
+def default_threads(kinds: tuple[str, ...] = ()) -> int:
+    """NNC_THREADS, else one chunk per core; but one chunk for models with recurrent layers:
+    their time loops are thousands of small operations, and two threads handing the GIL back
+    and forth at each of them lose what they gain (measured: no faster, more CPU time)."""
     env = os.environ.get("NNC_THREADS", "").strip()
     if env:
         try:
             return max(1, int(env))
         except ValueError:
             pass
+    if any(k in RECURRENT for k in kinds):
+        return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
