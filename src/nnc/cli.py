@@ -10,7 +10,7 @@ import os
 import sys
 
 from . import __version__
-from .errors import UserError
+from .errors import Reported, UserError
 
 COMMANDS = {
     "check": "check specs: syntax, shapes, parameter counts, expect lines",
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._main(args) or 0)
+    except Reported as e:
+        return e.exit_code
     except UserError as e:
         print(f"nnc {args.command}: error: {e.message}", file=sys.stderr)
         if e.help:

@@ -23,3 +23,11 @@ class SpecError(UserError):
             msg += f"; the first: {first.file}:{first.span.line}:{first.span.col}: {first.message}"
         super().__init__(msg, exit_code=1)
         self.result = result
+
+
+class Reported(Exception):
+    """The problem has already been printed (a spec's diagnostics): the CLI only exits with `exit_code`."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(exit_code)
+        self.exit_code = exit_code

@@ -29,7 +29,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from . import __version__
 from .errors import UserError
-from .kinds import KINDS
 from .model import Layer, Model
 
 DEFAULT_OPSET = 17
@@ -335,7 +334,7 @@ def _recurrent(g: Graph, layer: Layer, x: Value, op: str, W: np.ndarray, R: np.n
 def _unrolled_rnn(g: Graph, layer: Layer, x: Value, w: dict[str, np.ndarray]) -> Value:
     """SimpleRNN with an activation the ONNX RNN operator lacks (softmax), unrolled over the
     steps the spec fixes: h_t = act(x_t W + b + h_{t-1} R), h_0 = 0."""
-    name, units = layer.name, layer.options["units"]
+    name = layer.name
     x = channels_last(g, x, name)
     steps = x.shape[0]
     act = layer.options["activation"]

@@ -35,8 +35,8 @@ def default_output(path: str) -> str:
 
 
 def main(args) -> int:
+    from . import checked_model
     from ..checker import check_file
-    from ..diagnostics import render
     from ..errors import UserError
     from ..onnx_export import SUPPORTED_OPSETS, compile_model
 
@@ -44,11 +44,7 @@ def main(args) -> int:
         raise UserError(f"--opset {args.opset} is not supported: nnc writes opsets {SUPPORTED_OPSETS.start} "
                         f"to {SUPPORTED_OPSETS.stop - 1}", exit_code=2)
     r = check_file(args.file)
-    if not r.ok:
-        for d in r.diagnostics:
-            print(render(d, r.source), file=sys.stderr)
-        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
-    model = r.model
+    model = checked_model(r)
     if args.weights:
         from ..weights import load_checkpoint
 

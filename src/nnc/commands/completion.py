@@ -58,7 +58,7 @@ def bash_script() -> str:
     from ..cli import COMMANDS
 
     table = command_table()
-    values, opts, files = [], [], []
+    values, opts = [], []
     for name, e in table.items():
         for opt, choices in e["choices"].items():
             values.append(f'        {name}:{opt}) COMPREPLY=( $(compgen -W "{" ".join(choices)}" -- "$cur") ); return ;;')

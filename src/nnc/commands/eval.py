@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 HELP = """Evaluate trained weights on a data set's test split (x_test, y_test; a file without them,
 such as a .csv, is evaluated whole): the loss and metrics of the spec's train block, computed
@@ -20,15 +19,12 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    from . import checked_model
     from ..checker import check_file
-    from ..diagnostics import render
     from ..errors import UserError
 
     r = check_file(args.file)
-    if not r.ok:
-        for d in r.diagnostics:
-            print(render(d, r.source), file=sys.stderr)
-        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
+    model = checked_model(r)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, received {args.batch_size}")
     from ..backend import Network
@@ -36,7 +32,6 @@ def main(args) -> int:
     from ..train import default_config, evaluate
     from ..weights import load_checkpoint
 
-    model = r.model
     cfg = model.train or default_config(model)[0]
     data = load_data(args.data, model, cfg.loss)
     weights = load_checkpoint(args.weights, model)

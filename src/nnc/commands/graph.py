@@ -29,8 +29,8 @@ def _new_file_mode(path: str) -> int:
 
 
 def main(args) -> int:
+    from . import checked_model
     from ..checker import check_file
-    from ..diagnostics import render
     from ..errors import UserError
     from ..graph import FORMATS
 
@@ -42,21 +42,18 @@ def main(args) -> int:
                         f"received '.{ext}'" if ext else f"cannot tell the format of {out}: it has no extension",
                         exit_code=2, help="for example: -o model.png")
     r = check_file(args.file)
-    if not r.ok:
-        for d in r.diagnostics:
-            print(render(d, r.source), file=sys.stderr)
-        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
+    model = checked_model(r)
     from ..graph import render as draw
     from ..weights import atomic_open
 
-    data = draw(r.model, ext)
+    data = draw(model, ext)
     try:
         with atomic_open(out, "wb") as f:
             os.fchmod(f.fileno(), _new_file_mode(out))  # as a plain open() would, not mkstemp's 0600
             f.write(data)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}", exit_code=2) from None
-    n = len(r.model.layers)
-    print(f"wrote {out} ({r.model.name}: {n} layer{'s' if n != 1 else ''}, {r.model.total_params:,} parameters)",
+    n = len(model.layers)
+    print(f"wrote {out} ({model.name}: {n} layer{'s' if n != 1 else ''}, {model.total_params:,} parameters)",
           file=sys.stderr)
     return 0

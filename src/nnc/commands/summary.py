@@ -16,16 +16,11 @@ def add_arguments(p):
 
 
 def main(args) -> int:
+    from . import checked_model
     from ..checker import check_file
-    from ..diagnostics import render
     from ..summary import to_json, to_text
 
     r = check_file(args.file)
-    if not r.ok:
-        import sys
-
-        for d in r.diagnostics:
-            print(render(d, r.source), file=sys.stderr)
-        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
-    print(json.dumps(to_json(r.model), indent=2) if args.format == "json" else to_text(r.model))
+    model = checked_model(r)
+    print(json.dumps(to_json(model), indent=2) if args.format == "json" else to_text(model))
     return 0

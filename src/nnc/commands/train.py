@@ -54,9 +54,9 @@ def argparse_bool():
 
 
 def main(args) -> int:
+    from . import checked_model
     from ..checker import check_file, check_source
     from ..data import BUILTIN, load_data
-    from ..diagnostics import render
     from ..errors import UserError
     from ..train import (CURVES, HISTORY, STATE, WEIGHTS, Progress, Trainer, config_from_json, default_config,
                          describe, evaluate, override, plot_curves, read_state)
@@ -83,11 +83,7 @@ def main(args) -> int:
         if not args.file:
             raise UserError("nnc train needs a spec FILE (or --resume DIR)")
         r = check_file(args.file)
-    if not r.ok:
-        for d in r.diagnostics:
-            print(render(d, r.source), file=sys.stderr)
-        return 2 if any(d.code == "io" for d in r.diagnostics) else 1
-    model = r.model
+    model = checked_model(r)
 
     if meta is not None:
         cfg = config_from_json(meta["config"])
