@@ -519,7 +519,8 @@ class Lstm(_Recurrent):
     (numpy is several times slower on column slices), the sigmoid gates are one block, and the
     three gates that scale dc in backward are another. One tanh per step computes all four:
     sigmoid(a) = 0.5*tanh(a/2) + 0.5, so the o, i, f rows of the weights are halved (exact in
-    binary) for the forward pass."""
+    binary) for the forward pass. The input carries a row of ones, so the bias rides in the
+    input projection and its gradient in the kernel's."""
 
     def _order(self):
         u = self.units  # internal row k holds Keras gate column order[k]
@@ -532,11 +533,13 @@ class Lstm(_Recurrent):
         order = self._order()
         scale = np.ones(4 * u, dtype=dt)
         scale[: 3 * u] = 0.5
-        Wt = np.ascontiguousarray((w["kernel"][:, order] * scale).T)  # [4u, D]
+        Wb = np.concatenate([w["kernel"][:, order], w["bias"][order][None]]) * scale  # [D+1, 4u]
+        Wt = np.ascontiguousarray(Wb.T)
         Ut = np.ascontiguousarray((w["recurrent_kernel"][:, order] * scale).T)  # [4u, u]
-        xT = np.ascontiguousarray(x.transpose(1, 2, 0))  # [T, D, N]
+        xT = np.empty((T, D + 1, N), dtype=dt)  # [T, D+1, N]: the input, transposed, and ones
+        xT[:, :D] = x.transpose(1, 2, 0)
+        xT[:, D] = 1
         S = np.matmul(Wt, xT)  # [T, 4u, N]: the input projection of every step at once
-        S += (w["bias"][order] * scale)[:, None]
         H = np.zeros((T + 1, u, N), dtype=dt)
         C = np.zeros((T + 1, u, N), dtype=dt)
         TC = np.empty((T, u, N), dtype=dt)
@@ -560,28 +563,36 @@ class Lstm(_Recurrent):
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
         return y, (xT, H, C, TC, S)
 
-    def backward(self, dy, w, cache, need_dx=True):
-        xT, H, C, TC, S = cache
-        T, D, N = xT.shape
-        u = self.units
-        order = self._order()
-        o, i, f, g = S[:, :u], S[:, u : 2 * u], S[:, 2 * u : 3 * u], S[:, 3 * u :]
-        # everything but the two carries (dh, dc) is known now: precompute, over all steps at
-        # once, the factors that turn them into gate pre-activation gradients
-        P = np.empty_like(S)
+    @staticmethod
+    def _factors(S, C, TC, u, steps):
+        """The factors that turn the carries (dh, dc) into gate pre-activation gradients, for
+        the given steps: everything but the carries is known once the forward is done."""
+        s = S[steps]
+        o, i, f, g = s[:, :u], s[:, u : 2 * u], s[:, 2 * u : 3 * u], s[:, 3 * u :]
+        P = np.empty_like(s)
         ps = P[:, : 3 * u]
-        np.subtract(1, S[:, : 3 * u], out=ps)
-        ps *= S[:, : 3 * u]  # s(1-s) for o, i, f
-        P[:, :u] *= TC  # dA_o = dh * tanh(c) * o(1-o)
+        np.subtract(1, s[:, : 3 * u], out=ps)
+        ps *= s[:, : 3 * u]  # s(1-s) for o, i, f
+        P[:, :u] *= TC[steps]  # dA_o = dh * tanh(c) * o(1-o)
         P[:, u : 2 * u] *= g  # dA_i = dc * g * i(1-i)
-        P[:, 2 * u : 3 * u] *= C[:-1]  # dA_f = dc * c_{t-1} * f(1-f)
+        P[:, 2 * u : 3 * u] *= C[:-1][steps]  # dA_f = dc * c_{t-1} * f(1-f)
         pg = P[:, 3 * u :]
         np.multiply(g, g, out=pg)
         np.subtract(1, pg, out=pg)
         pg *= i  # dA_g = dc * i * (1-g^2)
-        Q = np.multiply(TC, TC)
+        Q = np.multiply(TC[steps], TC[steps])
         np.subtract(1, Q, out=Q)
         Q *= o  # dc += dh * o * (1 - tanh(c)^2)
+        return P, Q
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xT, H, C, TC, S = cache
+        T, D1, N = xT.shape
+        D = D1 - 1
+        u = self.units
+        order = self._order()
+        P, Q = self._factors(S, C, TC, u, slice(None))
+        f = S[:, 2 * u : 3 * u]
         U = np.ascontiguousarray(w["recurrent_kernel"][:, order])  # [u, 4u]
         # dA is gate-major, [4u, T, N]: each step writes rows of N values, and afterwards every
         # weight gradient is one matrix product over all (step, sample) pairs of a free view
@@ -606,15 +617,18 @@ class Lstm(_Recurrent):
                 dc *= f[t]
                 dh = U @ dA[:, t]
         dA2 = dA.reshape(4 * u, T * N)
-        # both [features, (step, sample)]: as the right operand transposed, OpenBLAS splits these
-        # long products well over threads (the [(step, sample), features] layout it does not)
-        xg = xT.transpose(1, 0, 2).reshape(D, T * N)
-        hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}
+        # kernel, bias and recurrent kernel in one product: the operand stacks the input, the
+        # ones row and h_{t-1}, each [rows, (step, sample)]; as the right operand transposed,
+        # OpenBLAS splits this long product well over threads
+        xh = np.empty((D1 + u, T, N), dtype=S.dtype)
+        xh[:D1] = xT.transpose(1, 0, 2)
+        xh[D1:] = H[:-1].transpose(1, 0, 2)
+        G = dA2 @ xh.reshape(D1 + u, T * N).T  # [4u, D+1+u]
         grads = {"kernel": np.empty_like(w["kernel"]), "recurrent_kernel": np.empty_like(w["recurrent_kernel"]),
                  "bias": np.empty_like(w["bias"])}
-        grads["kernel"][:, order] = (dA2 @ xg.T).T
-        grads["recurrent_kernel"][:, order] = (dA2 @ hp.T).T
-        grads["bias"][order] = dA2.sum(axis=1)
+        grads["kernel"][:, order] = G[:, :D].T
+        grads["bias"][order] = G[:, D]
+        grads["recurrent_kernel"][:, order] = G[:, D1:].T
         dx = None
         if need_dx:
             Wp = w["kernel"][:, order]
