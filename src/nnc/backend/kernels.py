@@ -545,6 +545,10 @@ class Lstm(_Recurrent):
         TC = np.empty((T, u, N), dtype=dt)
         rec = np.empty((4 * u, N), dtype=dt)
         ig = np.empty((u, N), dtype=dt)
+        # in training, backward's factors are computed here, step by step, while each step's
+        # values are still in cache (about half the cost of a pass over all steps afterwards)
+        P = np.empty_like(S) if training else None
+        Q = np.empty_like(TC) if training else None
         with BLAS.one_thread():  # the per-step products are too small to share
             for t in range(T):
                 a = S[t]  # becomes the gate values o, i, f (sigmoid) and g (tanh)
@@ -560,38 +564,41 @@ class Lstm(_Recurrent):
                 c += ig
                 np.tanh(c, out=TC[t])
                 np.multiply(a[:u], TC[t], out=H[t + 1])  # o * tanh(c)
+                if training:
+                    self._factors(a[None], C[t : t + 1], TC[t : t + 1], u, P[t : t + 1], Q[t : t + 1])
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
-        return y, (xT, H, C, TC, S)
+        return y, (xT, H, C, TC, S, (P, Q) if training else None)
 
     @staticmethod
-    def _factors(S, C, TC, u, steps):
-        """The factors that turn the carries (dh, dc) into gate pre-activation gradients, for
-        the given steps: everything but the carries is known once the forward is done."""
-        s = S[steps]
-        o, i, f, g = s[:, :u], s[:, u : 2 * u], s[:, 2 * u : 3 * u], s[:, 3 * u :]
-        P = np.empty_like(s)
+    def _factors(S, Cprev, TC, u, P, Q):
+        """The factors that turn the carries (dh, dc) into gate pre-activation gradients, into
+        P and Q: everything but the carries is known once the forward has been through a step.
+        S: gate values [steps, 4u, N]; Cprev: c_{t-1} [steps, u, N]; TC: tanh(c_t)."""
+        o, i, g = S[:, :u], S[:, u : 2 * u], S[:, 3 * u :]
         ps = P[:, : 3 * u]
-        np.subtract(1, s[:, : 3 * u], out=ps)
-        ps *= s[:, : 3 * u]  # s(1-s) for o, i, f
-        P[:, :u] *= TC[steps]  # dA_o = dh * tanh(c) * o(1-o)
+        np.subtract(1, S[:, : 3 * u], out=ps)
+        ps *= S[:, : 3 * u]  # s(1-s) for o, i, f
+        P[:, :u] *= TC  # dA_o = dh * tanh(c) * o(1-o)
         P[:, u : 2 * u] *= g  # dA_i = dc * g * i(1-i)
-        P[:, 2 * u : 3 * u] *= C[:-1][steps]  # dA_f = dc * c_{t-1} * f(1-f)
+        P[:, 2 * u : 3 * u] *= Cprev  # dA_f = dc * c_{t-1} * f(1-f)
         pg = P[:, 3 * u :]
         np.multiply(g, g, out=pg)
         np.subtract(1, pg, out=pg)
         pg *= i  # dA_g = dc * i * (1-g^2)
-        Q = np.multiply(TC[steps], TC[steps])
+        np.multiply(TC, TC, out=Q)
         np.subtract(1, Q, out=Q)
         Q *= o  # dc += dh * o * (1 - tanh(c)^2)
-        return P, Q
 
     def backward(self, dy, w, cache, need_dx=True):
-        xT, H, C, TC, S = cache
+        xT, H, C, TC, S, factors = cache
         T, D1, N = xT.shape
         D = D1 - 1
         u = self.units
         order = self._order()
-        P, Q = self._factors(S, C, TC, u, slice(None))
+        if factors is None:  # the forward ran outside training: all steps at once now
+            factors = (np.empty_like(S), np.empty_like(TC))
+            self._factors(S, C[:-1], TC, u, *factors)
+        P, Q = factors
         f = S[:, 2 * u : 3 * u]
         U = np.ascontiguousarray(w["recurrent_kernel"][:, order])  # [u, 4u]
         # dA is gate-major, [4u, T, N]: each step writes rows of N values, and afterwards every
