@@ -555,6 +555,10 @@ class Lstm(_Recurrent):
                 np.matmul(Ut, H[t], out=rec)
                 a += rec
                 np.tanh(a, out=a)
+                if training:  # 1 - tanh^2: 1-g^2 for g, and 4 s(1-s) for o, i, f (the 4 is undone in backward)
+                    p = P[t]
+                    np.multiply(a, a, out=p)
+                    np.subtract(1, p, out=p)
                 sig = a[: 3 * u]
                 sig *= 0.5
                 sig += 0.5
@@ -562,22 +566,32 @@ class Lstm(_Recurrent):
                 np.multiply(a[2 * u : 3 * u], C[t], out=c)  # f * c_{t-1}
                 np.multiply(a[u : 2 * u], a[3 * u :], out=ig)  # i * g
                 c += ig
-                np.tanh(c, out=TC[t])
-                np.multiply(a[:u], TC[t], out=H[t + 1])  # o * tanh(c)
+                tc = TC[t]
+                np.tanh(c, out=tc)
+                np.multiply(a[:u], tc, out=H[t + 1])  # o * tanh(c)
                 if training:
-                    self._factors(a[None], C[t : t + 1], TC[t : t + 1], u, P[t : t + 1], Q[t : t + 1])
+                    p[:u] *= tc  # dA_o = dh * tanh(c) * o(1-o)
+                    p[u : 2 * u] *= a[3 * u :]  # dA_i = dc * g * i(1-i)
+                    p[2 * u : 3 * u] *= C[t]  # dA_f = dc * c_{t-1} * f(1-f)
+                    p[3 * u :] *= a[u : 2 * u]  # dA_g = dc * i * (1-g^2)
+                    q = Q[t]  # dc += dh * o * (1 - tanh(c)^2)
+                    np.multiply(tc, tc, out=q)
+                    np.subtract(1, q, out=q)
+                    q *= a[:u]
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
         return y, (xT, H, C, TC, S, (P, Q) if training else None)
 
     @staticmethod
     def _factors(S, Cprev, TC, u, P, Q):
         """The factors that turn the carries (dh, dc) into gate pre-activation gradients, into
-        P and Q: everything but the carries is known once the forward has been through a step.
-        S: gate values [steps, 4u, N]; Cprev: c_{t-1} [steps, u, N]; TC: tanh(c_t)."""
+        P and Q, for all steps at once (the training forward makes them step by step).
+        S: gate values [steps, 4u, N]; Cprev: c_{t-1} [steps, u, N]; TC: tanh(c_t).
+        The o, i, f rows of P carry a factor 4, as the forward's do: 4 s(1-s) = 1 - tanh(a/2)^2."""
         o, i, g = S[:, :u], S[:, u : 2 * u], S[:, 3 * u :]
         ps = P[:, : 3 * u]
         np.subtract(1, S[:, : 3 * u], out=ps)
-        ps *= S[:, : 3 * u]  # s(1-s) for o, i, f
+        ps *= S[:, : 3 * u]
+        ps *= 4  # 4 s(1-s) for o, i, f
         P[:, :u] *= TC  # dA_o = dh * tanh(c) * o(1-o)
         P[:, u : 2 * u] *= g  # dA_i = dc * g * i(1-i)
         P[:, 2 * u : 3 * u] *= Cprev  # dA_f = dc * c_{t-1} * f(1-f)
@@ -600,7 +614,11 @@ class Lstm(_Recurrent):
             self._factors(S, C[:-1], TC, u, *factors)
         P, Q = factors
         f = S[:, 2 * u : 3 * u]
-        U = np.ascontiguousarray(w["recurrent_kernel"][:, order])  # [u, 4u]
+        # dA below is 4x the true gradient in the o, i, f rows (P's factor 4): every product
+        # that reads dA takes the 1/4 in its other operand or its result
+        quarter = np.ones(4 * u, dtype=S.dtype)
+        quarter[: 3 * u] = 0.25
+        U = np.ascontiguousarray(w["recurrent_kernel"][:, order] * quarter)  # [u, 4u]
         # dA is gate-major, [4u, T, N]: each step writes rows of N values, and afterwards every
         # weight gradient is one matrix product over all (step, sample) pairs of a free view
         dA = np.empty((4 * u, T, N), dtype=S.dtype)
@@ -631,6 +649,7 @@ class Lstm(_Recurrent):
         xh[:D1] = xT.transpose(1, 0, 2)
         xh[D1:] = H[:-1].transpose(1, 0, 2)
         G = dA2 @ xh.reshape(D1 + u, T * N).T  # [4u, D+1+u]
+        G *= quarter[:, None]
         grads = {"kernel": np.empty_like(w["kernel"]), "recurrent_kernel": np.empty_like(w["recurrent_kernel"]),
                  "bias": np.empty_like(w["bias"])}
         grads["kernel"][:, order] = G[:, :D].T
@@ -638,7 +657,7 @@ class Lstm(_Recurrent):
         grads["recurrent_kernel"][:, order] = G[:, D1:].T
         dx = None
         if need_dx:
-            Wp = w["kernel"][:, order]
+            Wp = w["kernel"][:, order] * quarter
             dx = (dA2.T @ Wp.T).reshape(T, N, D).transpose(1, 0, 2)
         return dx, grads
 
