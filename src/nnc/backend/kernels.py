@@ -27,6 +27,7 @@ from math import prod
 import numpy as np
 
 from ..errors import UserError
+from . import parallel
 from .parallel import BLAS
 
 # --- activations ------------------------------------------------------------------------------
@@ -539,7 +540,10 @@ class Lstm(_Recurrent):
         xT = np.empty((T, D + 1, N), dtype=dt)  # [T, D+1, N]: the input, transposed, and ones
         xT[:, :D] = x.transpose(1, 2, 0)
         xT[:, D] = 1
-        S = np.matmul(Wt, xT)  # [T, 4u, N]: the input projection of every step at once
+        # the input projection of every step at once, [T, 4u, N]; its small products are shared
+        # out by steps over the cores
+        S = np.empty((T, 4 * u, N), dtype=dt)
+        parallel.run(lambda ts: np.matmul(Wt, xT[ts], out=S[ts]), parallel.chunks(T, parallel.default_threads()))
         H = np.zeros((T + 1, u, N), dtype=dt)
         C = np.zeros((T + 1, u, N), dtype=dt)
         TC = np.empty((T, u, N), dtype=dt)
@@ -648,7 +652,11 @@ class Lstm(_Recurrent):
         xh = np.empty((D1 + u, T, N), dtype=S.dtype)
         xh[:D1] = xT.transpose(1, 0, 2)
         xh[D1:] = H[:-1].transpose(1, 0, 2)
-        G = dA2 @ xh.reshape(D1 + u, T * N).T  # [4u, D+1+u]
+        xh2 = xh.reshape(D1 + u, T * N)
+        # long products with small results: OpenBLAS splits them poorly, so split the
+        # (step, sample) axis over the cores here, one BLAS thread each
+        cols = parallel.chunks(T * N, parallel.default_threads())
+        G = sum(parallel.run(lambda c: dA2[:, c] @ xh2[:, c].T, cols))  # [4u, D+1+u]
         G *= quarter[:, None]
         grads = {"kernel": np.empty_like(w["kernel"]), "recurrent_kernel": np.empty_like(w["recurrent_kernel"]),
                  "bias": np.empty_like(w["bias"])}
@@ -657,8 +665,10 @@ class Lstm(_Recurrent):
         grads["recurrent_kernel"][:, order] = G[:, D1:].T
         dx = None
         if need_dx:
-            Wp = w["kernel"][:, order] * quarter
-            dx = (dA2.T @ Wp.T).reshape(T, N, D).transpose(1, 0, 2)
+            WpT = np.ascontiguousarray((w["kernel"][:, order] * quarter).T)
+            dx2 = np.empty((T * N, D), dtype=S.dtype)
+            parallel.run(lambda c: np.matmul(dA2[:, c].T, WpT, out=dx2[c]), cols)
+            dx = dx2.reshape(T, N, D).transpose(1, 0, 2)
         return dx, grads
 
 

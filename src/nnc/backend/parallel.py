@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -104,21 +105,29 @@ _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 
 
+_busy = threading.Lock()  # held while the pool runs; a run inside a run goes sequentially
+
+
 def run(fn, items: list) -> list:
-    """fn over items, one thread each (the calling thread takes the first)."""
+    """fn over items, one thread each (the calling thread takes the first). Inside another run
+    (a kernel splitting its work, called from a batch chunk) the items run one after another:
+    the cores are taken already, and waiting on the pool from its own worker would deadlock."""
     global _pool, _pool_size
-    if len(items) == 1:
-        return [fn(items[0])]
-    if _pool is None or _pool_size < len(items) - 1:
-        _pool = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="nnc-chunk")
-        _pool_size = len(items) - 1
-    with BLAS.single_threaded():
-        futures = [_pool.submit(fn, item) for item in items[1:]]
-        try:
-            first = fn(items[0])
-        finally:
-            rest = [f.result() for f in futures]
-        return [first] + rest
+    if len(items) == 1 or not _busy.acquire(blocking=False):
+        return [fn(item) for item in items]
+    try:
+        if _pool is None or _pool_size < len(items) - 1:
+            _pool = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="nnc-chunk")
+            _pool_size = len(items) - 1
+        with BLAS.single_threaded():
+            futures = [_pool.submit(fn, item) for item in items[1:]]
+            try:
+                first = fn(items[0])
+            finally:
+                rest = [f.result() for f in futures]
+            return [first] + rest
+    finally:
+        _busy.release()
 
 
 def chunks(n: int, threads: int) -> list[slice]:
