@@ -131,8 +131,9 @@ class _Windowed:
 
 
 class Conv(_Windowed):
-    """conv1d and conv2d: im2col (one copy per window offset, each over the whole batch) and one
-    matrix product with the kernel viewed as [kh*kw*in, filters]."""
+    """conv1d and conv2d: im2col and one matrix product with the kernel viewed as
+    [kh*kw*in, filters]. With a bias, the columns end in a column of ones and the bias rides in
+    the product as the kernel's last row: no separate pass to add it or to sum its gradient."""
 
     def __init__(self, layer):
         super().__init__(layer)
@@ -140,8 +141,14 @@ class Conv(_Windowed):
         self.use_bias = layer.options["use_bias"]
 
     def im2col(self, x):
+        """[n*prod(out), prod(window)*in (+1 for the bias)], rows in Keras's kernel order."""
         xp = np.ascontiguousarray(self.pad(x))
         n, c = x.shape[0], x.shape[-1]
+        k = prod(self.window) * c
+        cols = np.empty((n,) + self.out + (k + self.use_bias,), dtype=x.dtype)
+        if self.use_bias:
+            cols[..., k] = 1
+        body = cols[..., :k]
         if self.window[-1] * c >= 16:
             # one copy from a strided view: along the last spatial axis a window's elements and
             # their channels are contiguous in memory (kw*in values), so the view is
@@ -152,30 +159,33 @@ class Conv(_Windowed):
             strides = ((st[0],) + tuple(st[1 + a] * self.strides[a] for a in range(d))
                        + tuple(st[1 + a] for a in range(d - 1)) + (st[-1],))
             view = np.lib.stride_tricks.as_strided(xp, shape, strides, writeable=False)
-            return np.ascontiguousarray(view).reshape(n * prod(self.out), -1)
-        # few channels: one copy per window offset, each over the whole batch
-        # cols[n, *out, *window, c]: the row order of the Keras kernel [*window, in, out]
-        cols = np.empty((n,) + self.out + self.window + (c,), dtype=x.dtype)
-        lead = (slice(None),) * (1 + len(self.out))
-        for off in self.offsets:
-            cols[lead + off] = xp[_window_slices(off, self.strides, self.out)]
+            np.copyto(np.reshape(body, shape, copy=False), view)
+        else:
+            # few channels: one copy per window offset, each over the whole batch, into
+            # blocks[n, *out, *window, c] (the row order of the Keras kernel [*window, in, out])
+            blocks = np.reshape(body, (n,) + self.out + self.window + (c,), copy=False)
+            lead = (slice(None),) * (1 + len(self.out))
+            for off in self.offsets:
+                blocks[lead + off] = xp[_window_slices(off, self.strides, self.out)]
         return cols.reshape(n * prod(self.out), -1)
 
+    def _matrix(self, w):
+        kernel = w["kernel"].reshape(-1, self.filters)
+        return np.concatenate([kernel, w["bias"][None]]) if self.use_bias else kernel
+
     def forward(self, x, w, training=False, rng=None):
-        kernel = w["kernel"]
         cols = self.im2col(x)
-        y = cols @ kernel.reshape(-1, self.filters)
-        if self.use_bias:
-            y += w["bias"]
+        y = cols @ self._matrix(w)
         return y.reshape((x.shape[0],) + self.out + (self.filters,)), (cols, x.shape)
 
     def backward(self, dy, w, cache, need_dx=True):
         cols, xshape = cache
         kernel = w["kernel"]
         dy2 = dy.reshape(-1, self.filters)
-        grads = {"kernel": (cols.T @ dy2).reshape(kernel.shape)}
+        g = cols.T @ dy2
+        grads = {"kernel": g[: cols.shape[1] - self.use_bias].reshape(kernel.shape)}
         if self.use_bias:
-            grads["bias"] = dy2.sum(axis=0)
+            grads["bias"] = g[-1].copy()
         if not need_dx:
             return None, grads
         n, c = xshape[0], xshape[-1]
