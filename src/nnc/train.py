@@ -148,7 +148,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, loss: str, metrics: tuple[str, .
     kind = accuracy_kind(loss, net.model.output_shape[-1])
     total, hits, counted = 0.0, 0.0, 0
     for s in range(0, len(x), batch_size):
-        z = net.forward(x[s : s + batch_size], training=False)
+        z = net.logits(x[s : s + batch_size], batch_size)  # no caches kept: nothing trains here
         yb = y[s : s + batch_size]
         value, _ = loss_and_grad(loss, z, yb, net.final_activation, need_grad=False)
         total += value * len(z)

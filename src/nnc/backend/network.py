@@ -150,16 +150,21 @@ class Network:
             return z
         return Activation(name=self.final_activation).forward(z, None)[0]
 
-    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
-        """Inference (dropout off), with the final activation: what Keras's model.predict returns."""
+    def logits(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Inference (dropout off) before `final_activation`, batch by batch, keeping no caches
+        (what evaluation needs: the loss fuses the final activation)."""
         x = self._prepare(x)
         outs = []
         for start in range(0, len(x), batch_size):
             h = x[start : start + batch_size]
             parts = parallel.chunks(len(h), self.threads)
             zs = parallel.run(lambda part: self._forward_chunk(h[part], False, {}, part, False)[0], parts)
-            outs.append(self.apply_final(zs[0] if len(zs) == 1 else np.concatenate(zs)))
+            outs.append(zs[0] if len(zs) == 1 else np.concatenate(zs))
         return np.concatenate(outs) if outs else np.zeros((0,) + tuple(self.model.output_shape), self.dtype)
+
+    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
+        """Inference (dropout off), with the final activation: what Keras's model.predict returns."""
+        return self.apply_final(self.logits(x, batch_size))
 
 
 class _Drawn:
