@@ -260,7 +260,7 @@ def main(argv=None) -> int:
         print(json.dumps({"text": profile(args.profile, args.profile_batches)}))
         return 0
 
-    from _report import machine, write_section
+    from _report import write_section
 
     load_before = os.getloadavg()
     rows, results = [], {}

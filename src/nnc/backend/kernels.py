@@ -256,7 +256,6 @@ class MaxPool(_Windowed):
         """Windows that tile the input (stride == pool, the usual case): view the input as
         [n, o1, k1, o2, k2, c] blocks and compare every element with its window's maximum in one
         operation; ties (flat regions) are then settled for the first offset."""
-        d = len(self.out)
         n, c = xp.shape[0], xp.shape[-1]
         blocks = tuple(x for o, k in zip(self.out, self.window) for x in (o, k))
         expand = (n,) + tuple(x for o in self.out for x in (o, 1)) + (c,)
