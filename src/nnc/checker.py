@@ -233,7 +233,7 @@ def check_source(text: str, file: str = "<string>") -> CheckResult:
 def check_file(path: str) -> CheckResult:
     """Read and check a spec file; an unreadable file is an `io` diagnostic, not an exception."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is not part of the spec
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -34,3 +34,12 @@ def test_bad_spec_is_data_for_check_and_an_exception_for_load():
 def test_unreadable_file_is_an_io_diagnostic(tmp_path):
     result = nnc.check(str(tmp_path / "missing.nnspec"))
     assert [d.code for d in result.diagnostics] == ["io"]
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_spec(tmp_path):
+    # Windows editors often save UTF-8 with a BOM; it must not become a syntax error at 1:1
+    p = tmp_path / "bom.nnspec"
+    p.write_bytes("\ufeffmodel m\ninput x: float32[4]\ndense 2 activation=softmax\n".encode("utf-8"))
+    result = nnc.check(str(p))
+    assert result.ok and result.diagnostics == [], [d.message for d in result.diagnostics]
+    assert result.model.name == "m"
