@@ -80,7 +80,7 @@ def override(cfg: TrainConfig, **flags) -> TrainConfig:
         defaults = {o.name: o.default for o in OPTIMIZERS[flags["optimizer"]]}
         fields = {f.name for f in dataclasses.fields(OptimizerConfig)}
         opt = OptimizerConfig(name=flags["optimizer"], **{k: v for k, v in defaults.items() if k in fields})
-    for key in ("lr", "momentum"):
+    for key in ("lr", "momentum", "weight_decay"):
         if flags.get(key) is not None:
             opt = dataclasses.replace(opt, **{key: flags[key]})
     changes = {k: flags[k] for k in ("loss", "epochs", "batch_size", "validation_split", "seed", "shuffle")

@@ -56,6 +56,13 @@ def test_flags_override_the_train_block(files, capsys):
     assert len(json.loads((files / "a" / "history.json").read_text())["loss"]) == 3
 
 
+def test_weight_decay_flag_overrides_the_train_block(files, capsys):
+    assert main(["train", str(files / "with.nnspec"), "--data", str(files / "d.npz"), "--out", str(files / "wd"),
+                 "--epochs", "1", "--weight-decay", "0.001", "-q"]) == 0
+    _, meta = read_state(str(files / "wd"))
+    assert meta["config"]["optimizer"]["weight_decay"] == 0.001
+
+
 def test_spec_without_train_block_says_what_it_chose(files, capsys):
     assert main(["train", str(files / "without.nnspec"), "--data", str(files / "d.npz"),
                  "--out", str(files / "b")]) == 0

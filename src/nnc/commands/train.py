@@ -21,7 +21,7 @@ atomically, so a run that was stopped (Ctrl-C, a kill, a crash) continues with
 `nnc train --resume DIR` and ends with the same weights as an uninterrupted run."""
 EXAMPLE = "nnc train specs/digits_convnet.nnspec --data digits --out runs/digits_convnet"
 
-_FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "batch_size", "validation_split", "seed", "shuffle",
+_FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "validation_split", "seed", "shuffle",
                     "patience", "monitor")
 
 
@@ -35,6 +35,7 @@ def add_arguments(p):
     g.add_argument("--batch-size", type=int, metavar="N")
     g.add_argument("--lr", "--learning-rate", type=float, metavar="LR", dest="lr")
     g.add_argument("--momentum", type=float, metavar="M")
+    g.add_argument("--weight-decay", type=float, metavar="L", help="decoupled weight decay, as Keras 3's")
     g.add_argument("--optimizer", choices=("sgd", "rmsprop", "adam"), help="with Keras's defaults")
     g.add_argument("--loss", choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
                                       "binary_crossentropy", "mse"))
@@ -99,6 +100,7 @@ def main(args) -> int:
             cfg, note = default_config(model)
             progress.say(note)
         cfg = override(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                       weight_decay=args.weight_decay,
                        optimizer=args.optimizer, loss=args.loss, validation_split=args.validation_split,
                        seed=args.seed, shuffle=args.shuffle, patience=args.patience, monitor=args.monitor)
         if not args.data:
