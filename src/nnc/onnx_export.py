@@ -13,23 +13,28 @@ reports; `conv2d_1.nchw` (or `.ncw` in 1-D) is the same tensor channels-first.
 
 Keras semantics that need care are commented where they are lowered: `same` padding with the
 odd pixel at the end, flatten in channels-last order, Keras's gate orders against ONNX's.
+
+The graph is encoded by nnc.onnx_proto, not by onnx, so `nnc compile` never imports onnx:
+`build` gives an `Encoded` model that `save` writes; `to_onnx` parses the same bytes into an
+onnx.ModelProto for callers that want one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import sys
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from . import __version__
+from . import __version__, onnx_proto
 from .errors import UserError
 from .model import Layer, Model
+
+if TYPE_CHECKING:
+    import onnx
 
 DEFAULT_OPSET = 17
 """Default ai.onnx opset: supported by onnxruntime >= 1.11, TensorRT 8.6, OpenVINO and others."""
@@ -45,7 +50,7 @@ side file (`OUT.onnx.data`) with ONNX external data."""
 _GRAPH_MARGIN = 64 * 1024**2  # room for everything that is not a weight
 
 BATCH = "batch"
-_ONNX_DTYPE = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}
+_ONNX_DTYPE = onnx_proto.DTYPE
 _SUFFIX = {1: ".ncw", 2: ".nchw"}  # channels-first value names, by number of spatial axes
 
 
@@ -64,32 +69,34 @@ class Value:
 
 
 class Graph:
-    """Nodes and initializers in the order they are made, so output bytes are deterministic."""
+    """Nodes and initializers in the order they are made, so output bytes are deterministic.
+    Nodes and value infos are encoded as they are made; initializers stay arrays until written."""
 
     def __init__(self, opset: int):
         self.opset = opset
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.value_info: list[onnx.ValueInfoProto] = []
+        self.nodes: list[bytes] = []  # NodeProto
+        self.initializers: list[tuple[str, np.ndarray]] = []
+        self.value_info: list[tuple[str, bytes]] = []  # (name, ValueInfoProto)
         self._names: set[str] = set()
 
     def node(self, op: str, inputs: list[str], output: str, name: str, **attrs) -> str:
         if name in self._names:  # pragma: no cover - a lowering bug, not a user error
             raise ValueError(f"duplicate node name {name}")
         self._names.add(name)
-        self.nodes.append(helper.make_node(op, inputs, [output], name=name, **attrs))
+        self.nodes.append(onnx_proto.node(op, inputs, [output], name, **attrs))
         return output
 
     def node_multi(self, op: str, inputs: list[str], outputs: list[str], name: str, **attrs) -> list[str]:
         self._names.add(name)
-        self.nodes.append(helper.make_node(op, inputs, outputs, name=name, **attrs))
+        self.nodes.append(onnx_proto.node(op, inputs, outputs, name, **attrs))
         return outputs
 
     def const(self, name: str, array: np.ndarray) -> str:
         array = np.asarray(array)
-        if not array.flags.c_contiguous:  # (not ascontiguousarray: it turns a scalar into [1])
-            array = array.copy(order="C")
-        self.initializers.append(numpy_helper.from_array(array, name))
+        # ONNX's raw_data is little-endian and C-ordered (not ascontiguousarray: it turns a
+        # scalar into [1])
+        array = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
+        self.initializers.append((name, array))
         return name
 
     def ints(self, name: str, values: list[int]) -> str:
@@ -100,7 +107,7 @@ class Graph:
         dims: list[int | str] = [BATCH, *value.shape]
         if value.first:
             dims = [BATCH, value.shape[-1], *value.shape[:-1]]
-        self.value_info.append(helper.make_tensor_value_info(value.name, TensorProto.FLOAT, dims))
+        self.value_info.append((value.name, onnx_proto.value_info(value.name, onnx_proto.DTYPE["float32"], dims)))
 
 
 # --- layout -------------------------------------------------------------------------------------
@@ -426,8 +433,9 @@ def input_info(model: Model) -> dict:
     return info
 
 
-def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """The ONNX model of a checked `model` with `weights` (Keras layouts, as nnc.weights gives)."""
+def build(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> Encoded:
+    """The ONNX model of a checked `model` with `weights` (Keras layouts, as nnc.weights gives),
+    encoded; `save` writes it."""
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"opset {opset} is not supported: nnc writes opsets {MIN_OPSET} to {MAX_OPSET} "
                         f"(default {DEFAULT_OPSET})", exit_code=2)
@@ -444,33 +452,88 @@ def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_O
         x = Value(last, last, x.shape)
         g.node("Identity", [inp.name], last, f"{last}/Identity")
     out_dtype = "float32" if model.layers else inp.dtype
-    graph = helper.make_graph(
-        g.nodes, model.name,
-        inputs=[helper.make_tensor_value_info(inp.name, _ONNX_DTYPE[inp.dtype], [BATCH, *inp.shape])],
-        outputs=[helper.make_tensor_value_info(x.name, _ONNX_DTYPE[out_dtype], [BATCH, *x.shape])],
-        initializer=g.initializers,
-        value_info=[v for v in g.value_info if v.name != x.name],
+    return Encoded(
+        nodes=g.nodes, name=model.name, initializers=g.initializers,
+        inputs=[onnx_proto.value_info(inp.name, _ONNX_DTYPE[inp.dtype], [BATCH, *inp.shape])],
+        outputs=[onnx_proto.value_info(x.name, _ONNX_DTYPE[out_dtype], [BATCH, *x.shape])],
+        value_info=[v for name, v in g.value_info if name != x.name],
         doc_string=f"{model.name}, compiled by nnc {__version__}",
+        opset=opset,
+        metadata={
+            "nnc.model": model.name,
+            "nnc.source_sha256": model.source_sha256,
+            "nnc.input": json.dumps(input_info(model), sort_keys=True),
+            "nnc.output_shape": json.dumps(list(model.output_shape)),
+            "nnc.layout": "channels-last",
+        },
     )
-    opsets = [helper.make_opsetid("", opset)]
-    m = helper.make_model(graph, opset_imports=opsets, producer_name="nnc", producer_version=__version__,
-                          ir_version=helper.find_min_ir_version_for(opsets))
-    m.model_version = 1
-    helper.set_model_props(m, {
-        "nnc.model": model.name,
-        "nnc.source_sha256": model.source_sha256,
-        "nnc.input": json.dumps(input_info(model), sort_keys=True),
-        "nnc.output_shape": json.dumps(list(model.output_shape)),
-        "nnc.layout": "channels-last",
-    })
-    return m
 
 
-def weight_bytes(m: onnx.ModelProto) -> int:
+_EXTERNAL_MIN = 1024 - sys.getsizeof(b"")
+"""Tensors of this many bytes or more go to the data file: onnx.save_model's rule
+(`size_threshold=1024` compared with `sys.getsizeof(raw_data)`, which counts the bytes object's
+header), kept so that a model written here is the one onnx would write."""
+
+
+@dataclass
+class Encoded:
+    """An ONNX model as nnc writes it: nodes and value infos encoded (nnc.onnx_proto), weights
+    still arrays, so that they are copied once, into the file, and can go to a side file."""
+
+    nodes: list[bytes]
+    name: str
+    initializers: list[tuple[str, np.ndarray]]
+    inputs: list[bytes]
+    outputs: list[bytes]
+    value_info: list[bytes]
+    doc_string: str
+    opset: int
+    metadata: dict[str, str]
+
+    def weight_bytes(self) -> int:
+        return sum(a.nbytes for _, a in self.initializers)
+
+    def chunks(self, location: str | None = None) -> tuple[list, list]:
+        """The model file's bytes, in chunks; with `location`, the tensors of _EXTERNAL_MIN bytes or
+        more are stored in the data file named so, at increasing offsets with no padding
+        between them (as onnx.save_model writes them), and the data file's chunks come second."""
+        tensors, data, offset = [], [], 0
+        for name, a in self.initializers:
+            raw = memoryview(a.reshape(-1).view(np.uint8))
+            external = None
+            if location is not None and len(raw) >= _EXTERNAL_MIN:
+                external = (location, offset)
+                data.append(raw)
+                offset += len(raw)
+            tensors.append(onnx_proto.tensor(name, a.shape, _ONNX_DTYPE[a.dtype.name], raw, external))
+        graph = onnx_proto.graph(self.nodes, self.name, tensors, self.inputs, self.outputs, self.value_info,
+                                 self.doc_string)
+        model = onnx_proto.model(graph, self.opset, onnx_proto.IR_VERSION[self.opset], "nnc", __version__, 1,
+                                 self.metadata)
+        return model, data
+
+    def to_bytes(self) -> bytes:
+        return onnx_proto.join(self.chunks()[0])
+
+    def to_proto(self) -> onnx.ModelProto:
+        import onnx
+
+        return onnx.ModelProto.FromString(self.to_bytes())
+
+
+def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The ONNX model of a checked `model` with `weights` (Keras layouts, as nnc.weights gives),
+    as an onnx.ModelProto (imports onnx; `build` and `save` do not)."""
+    return build(model, weights, opset).to_proto()
+
+
+def weight_bytes(m: onnx.ModelProto | Encoded) -> int:
+    if isinstance(m, Encoded):
+        return m.weight_bytes()
     return sum(len(t.raw_data) for t in m.graph.initializer)
 
 
-def save(m: onnx.ModelProto, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[str]:
+def save(m: onnx.ModelProto | Encoded, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[str]:
     """Write `m` to `path` atomically; returns the files written.
 
     Past `threshold` bytes of weights (2 GiB, protobuf's limit), the weights go to
@@ -479,13 +542,43 @@ def save(m: onnx.ModelProto, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD
     model."""
     from .weights import atomic_open
 
+    if not isinstance(m, Encoded):
+        return _save_proto(m, path, threshold)
+    if m.weight_bytes() + _GRAPH_MARGIN < threshold:
+        chunks, _ = m.chunks()
+        with atomic_open(path) as f:
+            f.writelines(chunks)
+        _drop_stale_data(path)
+        return [path]
+    location = os.path.basename(path) + ".data"
+    data_path = os.path.join(os.path.dirname(os.path.abspath(path)), location)
+    chunks, data = m.chunks(location)
+    with atomic_open(data_path) as f:
+        f.writelines(data)
+    with atomic_open(path) as f:
+        f.writelines(chunks)
+    return [data_path, path]
+
+
+def _drop_stale_data(path: str) -> None:
+    try:  # the weights of an earlier, larger model at this path are no longer read by anything
+        os.unlink(path + ".data")
+    except FileNotFoundError:
+        pass
+
+
+def _save_proto(m: onnx.ModelProto, path: str, threshold: int) -> list[str]:
+    """`save` for an onnx.ModelProto (from `to_onnx` or made elsewhere), with onnx's own writer."""
+    import tempfile
+
+    import onnx
+
+    from .weights import atomic_open
+
     if weight_bytes(m) + _GRAPH_MARGIN < threshold:
         with atomic_open(path) as f:
             f.write(m.SerializeToString())
-        try:  # the weights of an earlier, larger model at this path are no longer read by anything
-            os.unlink(path + ".data")
-        except FileNotFoundError:
-            pass
+        _drop_stale_data(path)
         return [path]
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -505,5 +598,5 @@ def save(m: onnx.ModelProto, path: str, threshold: int = EXTERNAL_DATA_THRESHOLD
 
 def compile_model(model: Model, weights: dict[str, np.ndarray], path: str, opset: int = DEFAULT_OPSET,
                   threshold: int = EXTERNAL_DATA_THRESHOLD) -> list[str]:
-    """Lower and write; returns the files written."""
-    return save(to_onnx(model, weights, opset), path, threshold)
+    """Lower and write; returns the files written. Does not import onnx."""
+    return save(build(model, weights, opset), path, threshold)
