@@ -30,19 +30,12 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from . import __version__, onnx_proto
+from .onnx_proto import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, SUPPORTED_OPSETS  # (there: no numpy for the CLI options)
 from .errors import UserError
 from .model import Layer, Model
 
 if TYPE_CHECKING:
     import onnx
-
-DEFAULT_OPSET = 17
-"""Default ai.onnx opset: supported by onnxruntime >= 1.11, TensorRT 8.6, OpenVINO and others."""
-MIN_OPSET = 14
-"""Opset 14 is the first with the recurrent operators' current definitions (and `layout`)."""
-MAX_OPSET = 26
-"""The newest opset onnxruntime 1.31 loads; every opset in the range is tested (tests/onnx/test_onnx_opsets.py)."""
-SUPPORTED_OPSETS = range(MIN_OPSET, MAX_OPSET + 1)
 
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3
 """A protobuf message cannot exceed 2 GiB: models whose weights come near it keep them in a

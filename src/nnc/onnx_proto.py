@@ -27,6 +27,15 @@ DTYPE = {"float32": 1, "int64": 7}
 # TensorProto.DataLocation
 EXTERNAL = 1
 
+DEFAULT_OPSET = 17
+"""Default ai.onnx opset: supported by onnxruntime >= 1.11, TensorRT 8.6, OpenVINO and others."""
+MIN_OPSET = 14
+"""Opset 14 is the first with the recurrent operators' current definitions (and `layout`)."""
+MAX_OPSET = 26
+"""The newest opset onnxruntime 1.31 loads; every opset in the range is tested (tests/onnx/test_onnx_opsets.py)."""
+SUPPORTED_OPSETS = range(MIN_OPSET, MAX_OPSET + 1)
+"""The opsets nnc writes (nnc.onnx_export re-exports these names)."""
+
 IR_VERSION = {14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10, 23: 11, 24: 12, 25: 13, 26: 13}
 """The lowest IR version that carries each ai.onnx opset: onnx.helper.find_min_ir_version_for
 (its OP_SET_ID_VERSION_MAP), copied; tests/onnx/test_onnx_proto.py checks it against onnx."""

@@ -20,7 +20,7 @@ EXAMPLE = "nnc compile specs/mnist_convnet.nnspec -o mnist.onnx --weights mnist.
 
 
 def add_arguments(p):
-    from ..onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+    from ..onnx_proto import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET  # not onnx_export: no numpy before main
 
     p.add_argument("file", metavar="FILE", help="the .nnspec file")
     p.add_argument("-o", "--output", metavar="OUT.onnx", help="where to write the model (default: FILE with .onnx)")
