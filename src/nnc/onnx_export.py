@@ -516,7 +516,8 @@ class Encoded:
 
 def to_onnx(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The ONNX model of a checked `model` with `weights` (Keras layouts, as nnc.weights gives),
-    as an onnx.ModelProto (imports onnx; `build` and `save` do not)."""
+    as an onnx.ModelProto (imports onnx; `build` and `save` do not). Parsed from the encoded
+    bytes, so it is for models under protobuf's 2 GiB: `build` and `save` take larger ones."""
     return build(model, weights, opset).to_proto()
 
 
