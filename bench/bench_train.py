@@ -73,11 +73,12 @@ def nnc_trainer(workload: str):
     import numpy as np
 
     import nnc
-    from nnc.backend import Network
+    from nnc.backend import Network, parallel
     from nnc.model import OptimizerConfig
     from nnc.weights import init_weights
 
     model = nnc.load(str(spec_path(workload)))
+    parallel.keep_freed_memory()  # as nnc.train's Trainer does for a training run
     net = Network(model, init_weights(model, 0))
     cfg = model.train.optimizer if model.train else OptimizerConfig("rmsprop", 0.001)
     loss_name = model.train.loss if model.train else "binary_crossentropy"

@@ -247,7 +247,7 @@ class Trainer:
 
     def __init__(self, model: Model, cfg: TrainConfig, data, out: str, spec_source: str = "",
                  progress: Progress | None = None, on_step: Callable[[int, int], None] | None = None):
-        from .backend import Network
+        from .backend import Network, parallel
 
         validate_config(cfg)
         self.model, self.cfg, self.data, self.out = model, cfg, data, out
@@ -258,6 +258,9 @@ class Trainer:
         at = validation_split_at(n, cfg.validation_split)
         self.x, self.y = data.x_train[:at], data.y_train[:at]
         self.x_val, self.y_val = (data.x_train[at:], data.y_train[at:]) if at < n else (None, None)
+        # a training run owns its process: let malloc keep each batch's freed blocks for the next
+        # (process-wide, so Network alone, as a library object, leaves malloc as it is)
+        parallel.keep_freed_memory()
         self.net = Network(model, init_weights(model, cfg.seed))
         self.opt = make_optimizer(cfg.optimizer)
         self.state = RunState()

@@ -45,7 +45,6 @@ class Network:
         # batch chunks run at once, one per core (nnc.backend.parallel); 1 runs the batch whole
         kinds = tuple(layer.kind for layer in model.layers)
         self.threads = parallel.default_threads(kinds) if threads is None else max(1, int(threads))
-        parallel.keep_freed_memory()
         steps: list[Step] = []
         for layer in model.layers:
             steps.append(Step(layer.name, layer.kind, KERNELS[layer.kind](layer), tuple(layer.weights)))
