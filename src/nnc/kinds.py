@@ -131,7 +131,8 @@ class _Windowed(Kind):
 
     def rank_help(self, shape: tuple[int, ...]) -> str | None:
         if self.spatial == 2 and len(shape) == 2:
-            return "for [steps, features] use the 1-D kind (conv1d, maxpool1d, ...)"
+            return (f"an image needs a channels axis (input ...: float32[{shape[0]}, {shape[1]}, 1] for grey-scale); "
+                    "for [steps, features] use the 1-D kinds (conv1d, maxpool1d, ...)")
         if self.spatial == 1 and len(shape) == 3:
             return "for [height, width, channels] use the 2-D kind (conv2d, maxpool2d, ...)"
         if len(shape) == 1:

@@ -386,10 +386,17 @@ def _unexpected_token(err: UnexpectedToken, text: str) -> tuple[str, str | None]
             return f"expected a comparison (==, !=, <=, >=, <, >) after 'expect {prev}', got {got}", _EXPECT_HELP
         if prev is not None and prev.type == "COMPARE":
             return f"expected a number or a shape like [10] after '{prev}', got {got}", _EXPECT_HELP
+        if "RSQB" in expected:
+            return f"expected ',' or ']' to close the shape, got {got}", _EXPECT_HELP
         return f"expected the end of the line after the expectation, got {got}", _EXPECT_HELP
     if stmt == "train" and tok.type != "$END":
         if expected == {"LBRACE"}:
             return f"expected '{{' after 'train', got {got}", "the train block is written: train { ... } with one setting a line"
+    if "RSQB" in expected or "RPAR" in expected:
+        line = text.split("\n")[tok.line - 1] if 1 <= tok.line <= text.count("\n") + 1 else ""
+        before = line[: tok.column - 1]
+        close = "')'" if before.rfind("(") > before.rfind("[") else "']'"  # the bracket left open
+        return f"expected ',' or {close} to close the list, got {got}", "write sizes as 3x5 or (3, 5)"
     if tok.type == "RBRACE":
         return "'}' without an open train block", "a train block starts with: train {"
     if tok.type == "LBRACE":
