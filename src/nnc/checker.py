@@ -9,11 +9,10 @@ reported, so one run shows every error a user can fix without re-running.
 from __future__ import annotations
 
 import hashlib
-from math import prod
 from typing import Any
 
 from .diagnostics import Diagnostic, Span, did_you_mean
-from .kinds import ACTIVATIONS, KINDS, Opt, ShapeError, fmt_shape, layer_activation
+from .kinds import KINDS, Opt, ShapeError, fmt_shape, layer_activation
 from .model import CheckResult, EarlyStopping, InputSpec, Layer, Model, OptimizerConfig, TrainConfig
 from .parser import ExpectStmt, InputDecl, LayerStmt, ModelDecl, Option, SpecAST, TrainBlock, Value, parse
 
@@ -616,5 +615,3 @@ def _largest(model: Model) -> str | None:
     share = big.params / model.total_params if model.total_params else 0
     return f"the largest layer is {big.name} ({big.kind}) with {big.params:,} parameters ({share:.0%})"
 
-
-__all__ = ["check_source", "check_file", "ACTIVATIONS", "prod"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import ceil, prod
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 PADDINGS = ("valid", "same")
@@ -460,5 +460,3 @@ def layer_activation(kind: str, opts: dict) -> str:
         return "linear"  # the rnn's own activation is inside the recurrence
     return opts.get("activation", "linear")
 
-
-Validator = Callable[[Any], str | None]

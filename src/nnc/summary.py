@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 from .model import Model
 
 
@@ -47,7 +49,7 @@ def to_json(model: Model) -> dict:
 def to_text(model: Model) -> str:
     header = ("Layer (kind)", "Output Shape", "Param #", "MACs", "Activations")
     rows = [(f"{model.input.name} (input)", keras_shape(model.input.shape), "0", "0",
-             human_bytes((4 if model.input.dtype == "float32" else 8) * _prod(model.input.shape)))]
+             human_bytes((4 if model.input.dtype == "float32" else 8) * prod(model.input.shape)))]
     for layer in model.layers:
         rows.append((f"{layer.name} ({layer.kind})", keras_shape(layer.output_shape), f"{layer.params:,}",
                      f"{layer.macs:,}", human_bytes(layer.activation_bytes)))
@@ -73,10 +75,3 @@ def to_text(model: Model) -> str:
         f" Activation memory per sample: {human_bytes(act)} (float32, layer outputs)",
     ]
     return "\n".join(out)
-
-
-def _prod(shape):
-    n = 1
-    for d in shape:
-        n *= d
-    return n
