@@ -113,6 +113,33 @@ def coerce(opt: Opt, val: Value) -> tuple[Any, str | None]:
                 msg += f"; did you mean '{guess}'?"
             return None, msg
         return val.value, None
+    elif t == "shape":
+        if val.kind not in ("list", "tuple") or not val.value:
+            return None, f"expected a shape like [7, 7, 64] (one -1 allowed), {received}"
+        if any(d < 1 and d != -1 for d in val.value) or list(val.value).count(-1) > 1:
+            return None, f"expected positive dims with at most one -1, {received}"
+        return tuple(val.value), None
+    elif t == "axes":
+        if val.kind not in ("list", "tuple") or not val.value:
+            return None, f"expected axes like [2, 1] (1-based, the batch not counted), {received}"
+        if any(d < 1 for d in val.value) or len(set(val.value)) != len(val.value):
+            return None, f"expected each axis once, counted from 1 (the batch is not an axis), {received}"
+        return tuple(val.value), None
+    elif t in ("pad1", "pad2"):
+        n = int(t[-1])
+        if val.kind == "int":
+            x = ((val.value, val.value),) * n
+        elif n == 2 and val.kind == "size" and len(val.value) == 2:
+            x = tuple((d, d) for d in val.value)
+        elif val.kind in ("list", "tuple") and len(val.value) == 2 * n:
+            v = val.value
+            x = tuple((v[2 * i], v[2 * i + 1]) for i in range(n))
+        else:
+            like = "1 or [1, 2] (begin, end)" if n == 1 else "1, 1x2 (rows x columns) or [top, bottom, left, right]"
+            return None, f"expected {like}, {received}"
+        if any(d < 0 for pair in x for d in pair):
+            return None, f"expected amounts of at least 0, {received}"
+        return x, None
     elif t in ("size1", "size2"):
         n = int(t[-1])
         if val.kind == "int":
@@ -204,6 +231,8 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
             default = o.default
             if o.type in ("size1", "size2") and isinstance(default, int):
                 default = (default,) * int(o.type[-1])
+            elif o.type in ("pad1", "pad2") and isinstance(default, int):
+                default = ((default, default),) * int(o.type[-1])
             values[o.name] = default
     return values, ok
 
@@ -488,12 +517,14 @@ class _Checker:
             if e.value.kind != "int":
                 r("bad-expect", f"expect {e.what} takes an integer, received {e.value.text}", e.value.span)
                 return
-            actual = model.total_params
+            # params is Keras's total (trainable and not); trainable_params leaves out batchnorm's moving statistics
+            actual = model.total_params if e.what == "params" else model.trainable_params
             want = e.value.value
             holds = {"==": actual == want, "!=": actual != want, "<=": actual <= want, ">=": actual >= want,
                      "<": actual < want, ">": actual > want}[e.op]
             if not holds:
-                r("expect-failed", f"expected params {e.op} {want:,}, but the model has {actual:,}", e.span,
+                what = "params" if e.what == "params" else "trainable params"
+                r("expect-failed", f"expected {what} {e.op} {want:,}, but the model has {actual:,}", e.span,
                   help=_largest(model))
         elif e.what == "output":
             if e.value.kind not in ("list", "tuple", "int", "size") or e.op not in ("==", "!="):
@@ -505,9 +536,10 @@ class _Checker:
                 r("expect-failed", f"expected output {e.op} [{', '.join(map(str, want))}], but the model outputs "
                   f"[{', '.join(map(str, actual))}]", e.span)
         else:
-            guess = did_you_mean(e.what, ("params", "output"))
+            guess = did_you_mean(e.what, ("params", "trainable_params", "output"))
             r("bad-expect", f"unknown expectation '{e.what}'" + (f"; did you mean '{guess}'?" if guess else ""),
-              e.what_span, help="expect params == N, expect params <= N, expect output == [D, ...]")
+              e.what_span, help="expect params == N, expect trainable_params == N, expect params <= N, "
+              "expect output == [D, ...]")
 
     # -- train
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any
+from typing import Any, Union
 
 from .diagnostics import Diagnostic, Span
 from .kinds import KINDS, Kind
@@ -39,12 +39,77 @@ class Layer:
         return sum(prod(s) for s in self.weights.values())
 
     @property
+    def non_trainable(self) -> tuple[str, ...]:
+        """Short names of the weights Keras does not train (batchnorm's moving statistics)."""
+        return self.spec.non_trainable(self.options)
+
+    @property
+    def trainable_params(self) -> int:
+        frozen = self.non_trainable
+        return sum(prod(s) for n, s in self.weights.items() if n not in frozen)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.params - self.trainable_params
+
+    @property
     def macs(self) -> int:
         return self.spec.macs(self.options, self.input_shape, self.output_shape)
 
     @property
     def activation_bytes(self) -> int:
         return 4 * prod(self.output_shape)
+
+
+MERGES = ("add", "concat", "multiply", "average", "maximum", "minimum", "subtract")
+"""Merge blocks, named after Keras's merge layers (Add, Concatenate, Multiply, ...)."""
+BLOCKS = ("residual", "repeat") + MERGES
+
+
+@dataclass
+class Block:
+    """A step of the model whose inside is one stack or several (LANGUAGE.md, "Blocks").
+
+    - merges (`add`, `concat`, ...): `branches` holds one stack per `branch { }`, each read from
+      the block's input (an empty stack is the input itself); their outputs are joined by the
+      Keras merge layer the kind is named after (concat on `options["axis"]`, -1 by default).
+    - `residual`: stored as `add` would store it: branches == [[], body], so y = x + body(x),
+      Keras's Add()([x, body(x)]).
+    - `repeat`: `branches` holds one stack, the body expanded `options["times"]` times in
+      sequence (its layers already renamed and numbered in reading order).
+    """
+
+    name: str  # `stage1: repeat 2 {...}`, or the kind and its place: residual_1, concat_2, ...
+    kind: str  # one of BLOCKS
+    options: dict[str, Any]
+    branches: list[list["Node"]]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    span: Span = field(default=Span(0, 0, 0, 0), repr=False)
+
+    @property
+    def is_merge(self) -> bool:
+        return self.kind != "repeat"
+
+    @property
+    def merge(self) -> str | None:
+        """The merge that joins the branches (`add` for residual), None for repeat."""
+        return None if self.kind == "repeat" else ("add" if self.kind == "residual" else self.kind)
+
+    def layers(self) -> list[Layer]:
+        """Every layer inside, in reading order."""
+        return [layer for branch in self.branches for node in branch for layer in node_layers(node)]
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers())
+
+
+Node = Union[Layer, Block]
+
+
+def node_layers(node: Node) -> list[Layer]:
+    return node.layers() if isinstance(node, Block) else [node]
 
 
 @dataclass(frozen=True)
@@ -89,6 +154,11 @@ class Model:
     train: TrainConfig | None = None
     source_sha256: str = ""
     path: str | None = None
+    body: list[Node] | None = None  # the tree of steps (layers and blocks); None: `layers` is the chain
+
+    def __post_init__(self):
+        if self.body is None:
+            self.body = list(self.layers)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -100,7 +170,15 @@ class Model:
 
     @property
     def trainable_params(self) -> int:
-        return self.total_params  # every nnc weight is trainable
+        return sum(layer.trainable_params for layer in self.layers)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.total_params - self.trainable_params
+
+    def trainable_weights(self) -> list[str]:
+        """Checkpoint names of the weights an optimizer updates (all but batchnorm's moving statistics)."""
+        return [f"{layer.name}.{w}" for layer in self.layers for w in layer.weights if w not in layer.non_trainable]
 
     @property
     def total_macs(self) -> int:

@@ -31,6 +31,7 @@ def to_json(model: Model) -> dict:
                 "kind": layer.kind,
                 "output_shape": list(layer.output_shape),
                 "params": layer.params,
+                "trainable_params": layer.trainable_params,
                 "macs": layer.macs,
                 "activation_bytes": layer.activation_bytes,
                 "weights": {k: list(v) for k, v in layer.weights.items()},
@@ -39,7 +40,7 @@ def to_json(model: Model) -> dict:
         ],
         "total_params": model.total_params,
         "trainable_params": model.trainable_params,
-        "non_trainable_params": 0,
+        "non_trainable_params": model.non_trainable_params,
         "total_macs": model.total_macs,
         "weight_bytes": 4 * model.total_params,
         "activation_bytes": sum(layer.activation_bytes for layer in model.layers),
@@ -70,7 +71,7 @@ def to_text(model: Model) -> str:
     out += [
         f" Total params: {model.total_params:,} ({human_bytes(4 * model.total_params)})",
         f" Trainable params: {model.trainable_params:,} ({human_bytes(4 * model.trainable_params)})",
-        " Non-trainable params: 0 (0 B)",
+        f" Non-trainable params: {model.non_trainable_params:,} ({human_bytes(4 * model.non_trainable_params)})",
         f" MACs per sample: {model.total_macs:,}",
         f" Activation memory per sample: {human_bytes(act)} (float32, layer outputs)",
     ]

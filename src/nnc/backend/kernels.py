@@ -393,6 +393,11 @@ class Dropout:
 
     def __init__(self, layer):
         self.rate = float(layer.options["rate"])
+        self.input_shape = tuple(layer.input_shape)
+
+    def draws(self, n):
+        """The uniform draws a training batch of n needs (Network takes them before chunking)."""
+        return [(n,) + self.input_shape] if self.rate > 0 else []
 
     def forward(self, x, w, training=False, rng=None):
         if not training or self.rate == 0.0:
@@ -835,3 +840,10 @@ KERNELS: dict[str, type] = {
     "lstm": Lstm,
     "gru": Gru,
 }
+
+# Kernels of the kinds added with LANGUAGE.md's "More kinds and options", one module per family;
+# they build on the classes above.
+from . import kernels_conv as _kernels_conv, kernels_more as _kernels_more  # noqa: E402
+
+KERNELS.update(_kernels_conv.KERNELS)
+KERNELS.update(_kernels_more.KERNELS)

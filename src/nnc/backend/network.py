@@ -48,7 +48,7 @@ class Network:
         steps: list[Step] = []
         for layer in model.layers:
             steps.append(Step(layer.name, layer.kind, KERNELS[layer.kind](layer), tuple(layer.weights)))
-            if layer.kind in ("dense", "conv1d", "conv2d"):
+            if layer.spec.split_activation:
                 act = layer_activation(layer.kind, layer.options)
                 if act != "linear":
                     steps.append(Step(layer.name, act, Activation(name=act), ()))
@@ -90,17 +90,19 @@ class Network:
             return {}
         noise = {}
         for k, step in enumerate(self.steps):
-            if isinstance(step.kernel, Dropout) and step.kernel.rate > 0:
+            # a kernel that drops units in training says which uniform draws it needs for a batch of n
+            # (`draws(n)`: a list of shapes, each starting with n); they are taken here, in step order
+            shapes = step.kernel.draws(n) if hasattr(step.kernel, "draws") else []
+            if shapes:
                 if rng is None:
                     raise ValueError("dropout in training needs an rng (numpy.random.Generator)")
-                layer = self.model.layer(step.layer)
-                noise[k] = rng.random((n,) + tuple(layer.input_shape), dtype=self.dtype)
+                noise[k] = [rng.random(shape, dtype=self.dtype) for shape in shapes]
         return noise
 
     def _forward_chunk(self, h, training, noise, part, keep):
         caches = []
         for k, step in enumerate(self.steps):
-            draws = _Drawn(noise[k][part]) if k in noise else None
+            draws = _Drawn([a[part] for a in noise[k]]) if k in noise else None
             h, cache = step.kernel.forward(h, self._layer_weights(step), training, draws)
             caches.append(cache if keep else None)
         return h, caches
@@ -167,11 +169,13 @@ class Network:
 
 
 class _Drawn:
-    """Stands in for a numpy Generator in Dropout.forward: hands out draws taken beforehand."""
+    """Stands in for a numpy Generator in a kernel's forward: hands out, in order, the draws
+    taken beforehand for the shapes its `draws(n)` listed."""
 
-    def __init__(self, values: np.ndarray):
-        self.values = values
+    def __init__(self, values: list[np.ndarray]):
+        self.values = list(values)
 
     def random(self, shape, dtype=None):
-        assert tuple(shape) == self.values.shape, (shape, self.values.shape)
-        return self.values
+        value = self.values.pop(0)
+        assert tuple(shape) == value.shape, (shape, value.shape)
+        return value
