@@ -5,8 +5,9 @@ Sources (`--data`):
   - `digits`: the 8x8 handwritten digits shipped in nnc/data/digits.npz (see its README):
     1,437 training and 360 test images, pixels scaled to [0, 1].
   - `FILE.npz` with `x_train, y_train[, x_test, y_test]`, the layout of Keras's mnist.npz and
-    imdb.npz. uint8 images are scaled to [0, 1]; token sequences (int arrays or ragged lists)
-    are padded or truncated to the spec's length as keras.utils.pad_sequences does.
+    imdb.npz. uint8 images are scaled to [0, 1]; token sequences (int arrays, or ragged lists,
+    which need pickle and so `allow_pickle`) are padded or truncated to the spec's length as
+    keras.utils.pad_sequences does.
   - `FILE.csv`: one sample a row, the input's values flattened, then the target column(s);
     a first row that is not numbers is a header.
 
@@ -48,9 +49,13 @@ class Dataset:
         return h.hexdigest()
 
 
-def load_data(source: str, model: Model, loss: str) -> Dataset:
-    """Read `source` and shape it for `model` trained with `loss`; UserError when it does not fit."""
-    raw, scale, notes = _read(source, model, loss)
+def load_data(source: str, model: Model, loss: str, allow_pickle: bool = False) -> Dataset:
+    """Read `source` and shape it for `model` trained with `loss`; UserError when it does not fit.
+
+    Object arrays in an .npz (ragged token lists, as in Keras's imdb.npz) can only be read with
+    pickle, which runs whatever code the file holds: they are refused unless `allow_pickle`
+    (the command line's --allow-pickle) says the file is trusted."""
+    raw, scale, notes = _read(source, model, loss, allow_pickle)
     train = _pair(raw, "x_train", "y_train", source)
     test = None
     if "x_test" in raw or "y_test" in raw:
@@ -69,7 +74,7 @@ def load_data(source: str, model: Model, loss: str) -> Dataset:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _read(source: str, model: Model, loss: str) -> tuple[dict, float | None, list[str]]:
+def _read(source: str, model: Model, loss: str, allow_pickle: bool = False) -> tuple[dict, float | None, list[str]]:
     notes: list[str] = []
     if source in BUILTIN:
         from importlib.resources import files
@@ -83,23 +88,16 @@ def _read(source: str, model: Model, loss: str) -> tuple[dict, float | None, lis
         raise UserError(f"cannot read data {source}: no such file",
                         help="--data takes an .npz (x_train, y_train[, x_test, y_test]), a .csv, or 'digits'")
     if ext == ".npz":
-        return _read_npz(source), None, notes
+        return _read_npz(source, allow_pickle), None, notes
     if ext == ".csv":
         return _read_csv(source, model, loss), None, notes
     raise UserError(f"cannot read data {source}: expected an .npz or .csv file, or 'digits'")
 
 
-def _read_npz(path: str) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            try:
-                return {k: d[k] for k in d.files}
-            except ValueError:
-                pass  # object arrays: ragged token lists, as in Keras's imdb.npz
-        with np.load(path, allow_pickle=True) as d:  # the file the user named, as Keras loads imdb.npz
-            return {k: d[k] for k in d.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"cannot read data {path}: not a valid .npz file ({e})") from None
+def _read_npz(path: str, allow_pickle: bool = False) -> dict:
+    from .npz import read_npz
+
+    return read_npz(path, "data", allow_pickle)
 
 
 def _read_csv(path: str, model: Model, loss: str) -> dict:
@@ -107,7 +105,7 @@ def _read_csv(path: str, model: Model, loss: str) -> dict:
     out = model.output_shape
     n_out = prod(out[:-1]) if loss == "sparse_categorical_crossentropy" else prod(out)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM (Excel, Windows) is not data
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read data {path}: {e}") from None
@@ -165,7 +163,11 @@ def pad_sequences(seqs, maxlen: int, value: int = 0) -> np.ndarray:
     long sequence keeps its last `maxlen` tokens."""
     out = np.full((len(seqs), maxlen), value, dtype=np.int64)
     for i, s in enumerate(seqs):
-        s = np.asarray(s, dtype=np.int64).reshape(-1)[-maxlen:] if maxlen else np.zeros(0, np.int64)
+        s = np.asarray(s).reshape(-1)
+        if s.size and not np.issubdtype(s.dtype, np.integer):
+            if not np.issubdtype(s.dtype, np.floating) or not np.isfinite(s).all() or (s != np.round(s)).any():
+                raise ValueError(f"sequence {i} holds values that are not token ids (whole numbers)")
+        s = s.astype(np.int64)[-maxlen:] if maxlen else np.zeros(0, np.int64)
         if len(s):
             out[i, maxlen - len(s):] = s
     return out
@@ -177,8 +179,9 @@ def prepare_x(x: np.ndarray, name: str, model: Model, scale: float | None, notes
     x = np.asarray(x)
     if inp.dtype == "int64":
         return _prepare_tokens(x, name, want, inp.vocab, notes)
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise UserError(f"{name} has dtype {x.dtype}, but the input '{inp.name}' takes numbers (float32)", exit_code=1)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) or np.iscomplexobj(x):
+        raise UserError(f"{name} has dtype {x.dtype}, but the input '{inp.name}' takes real numbers (float32)",
+                        exit_code=1)
     x = _reshape(x, name, want, f"the input '{inp.name}'")
     if scale is None and x.dtype == np.uint8:
         scale = 1 / 255
@@ -196,8 +199,9 @@ def _prepare_tokens(x, name, want, vocab, notes):
     if x.dtype == object:  # ragged lists of token ids
         try:
             x = pad_sequences(list(x), maxlen)
-        except (TypeError, ValueError):
-            raise UserError(f"{name} holds objects that are not sequences of token ids", exit_code=1) from None
+        except (TypeError, ValueError, OverflowError) as e:
+            why = f" ({e})" if "token ids" in str(e) else ""
+            raise UserError(f"{name} holds objects that are not sequences of token ids{why}", exit_code=1) from None
         if name == "x_train":
             notes.append(f"{name}: sequences padded or truncated at the front to {maxlen} tokens (as pad_sequences)")
     elif np.issubdtype(x.dtype, np.floating):
@@ -247,8 +251,8 @@ def _finite(a, name):
 def prepare_y(y: np.ndarray, name: str, model: Model, loss: str, notes: list[str]) -> np.ndarray:
     out = tuple(model.output_shape)
     y = np.asarray(y)
-    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise UserError(f"{name} has dtype {y.dtype}, but targets are numbers", exit_code=1)
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) or np.iscomplexobj(y):
+        raise UserError(f"{name} has dtype {y.dtype}, but targets are real numbers", exit_code=1)
     _finite(y, name)
     classes = out[-1]
     if loss == "sparse_categorical_crossentropy":

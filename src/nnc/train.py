@@ -401,16 +401,28 @@ def _deferred_interrupt():
         raise KeyboardInterrupt
 
 
+_META_KEYS = ("version", "epoch", "iterations", "history", "best", "best_epoch", "wait", "stopped_epoch", "config",
+              "spec_source", "spec_path", "spec_sha256", "data", "data_sha256")
+
+
 def read_state(out: str) -> tuple[dict[str, np.ndarray], dict]:
+    from .npz import read_npz
+
     path = os.path.join(out, STATE)
+    if not os.path.exists(path):
+        raise UserError(f"cannot resume from {out}: it holds no {STATE} (no epoch of a run finished there)")
     try:
-        with np.load(path, allow_pickle=False) as d:
-            arrays = {k: d[k] for k in d.files}
+        arrays = read_npz(path, "run state")
+    except UserError as e:
+        raise UserError(f"cannot resume from {out}: {e.message}", exit_code=1) from None
+    try:
         meta = json.loads(str(arrays.pop("meta")))
-    except FileNotFoundError:
-        raise UserError(f"cannot resume from {out}: it holds no {STATE} (no epoch of a run finished there)") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"cannot resume from {out}: {STATE} is not a checkpoint of nnc train ({e})") from None
+        missing = [k for k in _META_KEYS if k not in meta] if isinstance(meta, dict) else ["all"]
+    except (ValueError, KeyError) as e:
+        raise UserError(f"cannot resume from {out}: {STATE} is not a checkpoint of nnc train ({e})", exit_code=1) from None
+    if missing:
+        raise UserError(f"cannot resume from {out}: {STATE} lacks {', '.join(missing)} in its metadata "
+                        "(it is not a checkpoint of this nnc, or it was edited)", exit_code=1)
     if meta.get("version") != STATE_VERSION:
         raise UserError(f"cannot resume from {out}: {STATE} has version {meta.get('version')}, "
                         f"this nnc writes {STATE_VERSION}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zipfile
 from contextlib import contextmanager
 from math import prod
 from typing import IO, Iterator
@@ -72,43 +71,53 @@ def init_weights(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
 # --- checkpoints ------------------------------------------------------------------------------
 
 
-def validate(model: Model, arrays: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
-    """Refuse arrays that do not fit the model: missing, extra, wrong shape or dtype, NaN/Inf."""
+def _problems(model: Model, declared: dict[str, tuple[tuple[int, ...], np.dtype]],
+              arrays: dict[str, np.ndarray] | None) -> list[str]:
+    """What does not fit the model: from shapes and dtypes alone, and NaN/Inf when `arrays` are given."""
     expected = model.weight_shapes()
     problems: list[str] = []
     for name, shape in expected.items():
-        if name not in arrays:
+        if name not in declared:
             problems.append(f"missing array '{name}' (expected shape {list(shape)})")
             continue
-        a = arrays[name]
-        if tuple(a.shape) != shape:
-            problems.append(f"array '{name}' has shape {list(a.shape)}, but the spec needs {list(shape)}")
-        elif a.dtype != np.float32:
-            problems.append(f"array '{name}' has dtype {a.dtype}, but nnc weights are float32")
-        elif not np.isfinite(a).all():
+        got, dtype = declared[name]
+        if tuple(got) != shape:
+            problems.append(f"array '{name}' has shape {list(got)}, but the spec needs {list(shape)}")
+        elif dtype != np.float32:
+            problems.append(f"array '{name}' has dtype {dtype}, but nnc weights are float32")
+        elif arrays is not None and not np.isfinite(arrays[name]).all():
+            a = arrays[name]
             bad = int(np.size(a) - np.isfinite(a).sum())
             problems.append(f"array '{name}' has {bad} NaN or Inf value{'s' if bad != 1 else ''}")
-    extra = sorted(set(arrays) - set(expected))
-    for name in extra:
-        problems.append(f"unexpected array '{name}' (shape {list(arrays[name].shape)}): the spec has no such weight")
+    for name in sorted(set(declared) - set(expected)):
+        problems.append(f"unexpected array '{name}' (shape {list(declared[name][0])}): the spec has no such weight")
+    return problems
+
+
+def _refuse(model: Model, problems: list[str], source: str) -> None:
     if problems:
         shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
         raise UserError(f"{source} does not fit {model.name}:\n  " + "\n  ".join(shown), exit_code=1,
                         help="arrays are named LAYER.kernel, LAYER.recurrent_kernel, LAYER.bias, LAYER.embeddings "
-                             "in Keras layouts; `nnc summary --format json` lists each layer's weight shapes")
-    return {name: arrays[name] for name in expected}
+                             "(and LAYER.gamma, LAYER.forward.kernel, ... for the newer kinds) in Keras layouts; "
+                             "`nnc summary --format json` lists each layer's weight shapes")
+
+
+def validate(model: Model, arrays: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """Refuse arrays that do not fit the model: missing, extra, wrong shape or dtype, NaN/Inf."""
+    declared = {k: (tuple(np.shape(a)), np.asarray(a).dtype) for k, a in arrays.items()}
+    _refuse(model, _problems(model, declared, arrays), source)
+    return {name: arrays[name] for name in model.weight_shapes()}
 
 
 def load_checkpoint(path: str, model: Model) -> dict[str, np.ndarray]:
-    """Read an .npz checkpoint and validate it against the model."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise UserError(f"cannot read weights {path}: no such file") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"cannot read weights {path}: not a valid .npz file ({e})") from None
-    return validate(model, arrays, source=f"weights {path}")
+    """Read an .npz checkpoint and validate it against the model. Shapes and dtypes are checked
+    from the .npy headers first, so a checkpoint that cannot fit (a 2 GiB array where a bias
+    belongs) is refused before anything is decompressed."""
+    from .npz import headers, read_npz
+
+    _refuse(model, _problems(model, headers(path, "weights"), None), f"weights {path}")
+    return validate(model, read_npz(path, "weights"), source=f"weights {path}")
 
 
 @contextmanager

@@ -110,7 +110,7 @@ def test_csv_rows_with_header(tmp_path):
 def test_tokens_padded_and_vocab_checked(tmp_path):
     ragged = np.empty(3, dtype=object)
     ragged[:] = [[1, 2, 3, 4, 5, 6, 7], [8, 9], []]
-    d = load_data(_npz(tmp_path, x_train=ragged, y_train=np.array([0, 1, 0])), TOKENS, SCE)
+    d = load_data(_npz(tmp_path, x_train=ragged, y_train=np.array([0, 1, 0])), TOKENS, SCE, allow_pickle=True)
     # Keras's pad_sequences: pad and truncate at the front
     np.testing.assert_array_equal(d.x_train, [[3, 4, 5, 6, 7], [0, 0, 0, 8, 9], [0, 0, 0, 0, 0]])
     assert d.x_train.dtype == np.int64

@@ -14,6 +14,9 @@ def add_arguments(p):
     p.add_argument("file", metavar="FILE", help="the .nnspec file")
     p.add_argument("--weights", metavar="CKPT.npz", required=True, help="trained weights (nnc train's weights.npz)")
     p.add_argument("--data", metavar="DATA", required=True, help="an .npz, a .csv, or 'digits'")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load object arrays (ragged token lists) from an .npz with pickle, which runs any code "
+                        "the file holds: only for files you trust, such as Keras's imdb.npz")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward pass (default: 256)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
 
@@ -33,7 +36,7 @@ def main(args) -> int:
     from ..weights import load_checkpoint
 
     cfg = model.train or default_config(model)[0]
-    data = load_data(args.data, model, cfg.loss)
+    data = load_data(args.data, model, cfg.loss, allow_pickle=args.allow_pickle)
     weights = load_checkpoint(args.weights, model)
     if data.x_test is not None:
         x, y, split = data.x_test, data.y_test, "test"

@@ -28,6 +28,9 @@ _FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "weight_decay", "batc
 def add_arguments(p):
     p.add_argument("file", metavar="FILE", nargs="?", help="the .nnspec file (optional with --resume)")
     p.add_argument("--data", metavar="DATA", help="an .npz, a .csv, or 'digits'")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="load object arrays (ragged token lists) from an .npz with pickle, which runs any code "
+                        "the file holds: only for files you trust, such as Keras's imdb.npz")
     p.add_argument("--out", metavar="DIR", help="where the run is written (default: runs/MODEL_NAME)")
     p.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
     g = p.add_argument_group("overrides of the spec's train block")
@@ -111,7 +114,7 @@ def main(args) -> int:
             raise UserError(f"{out} already holds a training run ({STATE})",
                             help=f"continue it with `nnc train --resume {out}`, or choose another --out")
     data_ref = data_arg if data_arg in BUILTIN else os.path.abspath(data_arg)
-    data = load_data(data_ref, model, cfg.loss)
+    data = load_data(data_ref, model, cfg.loss, allow_pickle=args.allow_pickle)
     trainer = Trainer(model, cfg, data, out, spec_source=r.source, progress=progress)
     if meta is not None:
         trainer.restore(arrays, meta)

@@ -1,0 +1,186 @@
+"""Hostile and broken data files: no code runs from a data file, and every bad file is a clear
+error (exit 1) before any array is decompressed or any training starts."""
+
+import io
+import os
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from nnc.checker import check_source
+from nnc.cli import main
+from nnc.data import load_data
+from nnc.errors import UserError
+from nnc.npz import read_npz
+
+TOKENS = check_source("model m\ninput t: int64[5] vocab=20\nembedding 4\nflatten\ndense 2 activation=softmax\n").model
+IMAGE = check_source("model m\ninput x: float32[3]\ndense 2 activation=softmax\n").model
+SCE = "sparse_categorical_crossentropy"
+
+
+class _Payload:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _pickled_npz(tmp_path):
+    marker = str(tmp_path / "pwned")
+    arr = np.empty(2, dtype=object)
+    arr[:] = [_Payload(marker), [1, 2]]
+    path = tmp_path / "evil.npz"
+    np.savez(path, x_train=arr, y_train=np.array([0, 1]))
+    return str(path), marker
+
+
+def _refused(path, match, model=IMAGE, **kw):
+    with pytest.raises(UserError, match=match) as e:
+        load_data(path, model, SCE, **kw)
+    assert e.value.exit_code == 1
+    return e.value
+
+
+def test_object_arrays_are_refused_by_name_and_run_nothing(tmp_path):
+    path, marker = _pickled_npz(tmp_path)
+    err = _refused(path, r"array 'x_train' holds Python objects", model=TOKENS)
+    assert "--allow-pickle" in err.help
+    assert not os.path.exists(marker)
+
+
+def test_train_and_eval_refuse_pickle_without_the_flag(tmp_path, capsys):
+    path, marker = _pickled_npz(tmp_path)
+    spec = tmp_path / "m.nnspec"
+    spec.write_text("model m\ninput t: int64[5] vocab=20\nembedding 4\nflatten\ndense 2 activation=softmax\n")
+    rc = main(["train", str(spec), "--data", path, "--out", str(tmp_path / "run"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "holds Python objects" in err and "Traceback" not in err
+    np.savez(tmp_path / "w.npz", **{"embedding_1.embeddings": np.zeros((20, 4), np.float32),
+                                    "dense_1.kernel": np.zeros((20, 2), np.float32),
+                                    "dense_1.bias": np.zeros(2, np.float32)})
+    rc = main(["eval", str(spec), "--weights", str(tmp_path / "w.npz"), "--data", path])
+    assert rc == 1 and "holds Python objects" in capsys.readouterr().err
+    assert not os.path.exists(marker)
+
+
+def test_ragged_lists_load_with_allow_pickle(tmp_path):
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [[1, 2, 3], [4]]
+    path = tmp_path / "r.npz"
+    np.savez(path, x_train=ragged, y_train=np.array([0, 1]))
+    d = load_data(str(path), TOKENS, SCE, allow_pickle=True)
+    np.testing.assert_array_equal(d.x_train, [[0, 0, 1, 2, 3], [0, 0, 0, 0, 4]])
+
+
+def test_ragged_float_tokens_are_not_truncated(tmp_path):
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [[1.0, 2.5], [4.0]]
+    path = tmp_path / "r.npz"
+    np.savez(path, x_train=ragged, y_train=np.array([0, 1]))
+    _refused(str(path), "not token ids", model=TOKENS, allow_pickle=True)
+
+
+def test_npy_named_npz(tmp_path):
+    path = tmp_path / "x.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+    _refused(str(path), r"not an \.npz archive \(it is a single \.npy array")
+
+
+def test_member_that_is_not_npy(tmp_path):
+    path = tmp_path / "x.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x_train.npy", _npy(np.zeros((2, 3))))
+        z.writestr("notes.txt", "hello")
+    _refused(str(path), r"member 'notes.txt' is not an \.npy array")
+
+
+def _npy(a):
+    b = io.BytesIO()
+    np.save(b, a)
+    return b.getvalue()
+
+
+def test_header_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    # a valid v1 header declaring 10^12 elements, with the 24 bytes of data of a [2, 3] array
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    hdr = hdr + " " * (63 - (10 + len(hdr)) % 64) + "\n"
+    raw = b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode() + bytes(24)
+    path = tmp_path / "x.npz"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x_train.npy", raw)
+        z.writestr("y_train.npy", _npy(np.array([0, 1])))
+    _refused(str(path), r"declares \[1000000, 1000000\] \(4,000,000,000,000 bytes\)")
+
+
+def test_corrupt_compressed_member(tmp_path):
+    path = tmp_path / "x.npz"
+    np.savez_compressed(path, x_train=np.arange(4000, dtype=np.float32).reshape(1000, 4), y_train=np.zeros(1000))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"x_train.npy") + 200
+    for i in range(start, start + 64):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError) as e:
+        read_npz(str(path), "data")
+    assert e.value.exit_code == 1 and "cannot read data" in e.value.message
+
+
+def test_random_bytes_and_mutations_never_crash(tmp_path):
+    """Random bytes and random byte flips of a valid archive: a UserError or a result, nothing else."""
+    rng = np.random.default_rng(0)
+    good = tmp_path / "g.npz"
+    np.savez_compressed(good, x_train=np.ones((4, 3), np.float32), y_train=np.array([0, 1, 0, 1]))
+    base = good.read_bytes()
+    path = tmp_path / "m.npz"
+    for trial in range(150):
+        if trial % 5 == 0:
+            blob = rng.integers(0, 256, size=int(rng.integers(0, 400)), dtype=np.uint8).tobytes()
+        else:
+            b = bytearray(base)
+            for i in rng.integers(0, len(b), size=int(rng.integers(1, 8))):
+                b[i] = int(rng.integers(0, 256))
+            blob = bytes(b)
+        path.write_bytes(blob)
+        try:
+            load_data(str(path), IMAGE, SCE)
+        except UserError as e:
+            assert e.exit_code in (1, 2)
+
+
+def test_csv_with_a_byte_order_mark_keeps_its_first_row(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes("\ufeff1,2,3,1\n4,5,6,0\n".encode("utf-8"))
+    d = load_data(str(path), IMAGE, SCE)
+    assert len(d.x_train) == 2
+    np.testing.assert_array_equal(d.x_train[0], [1, 2, 3])
+
+
+def test_complex_arrays_are_refused(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez(path, x_train=np.ones((2, 3), np.complex64) * 1j, y_train=np.array([0, 1]))
+    _refused(str(path), "takes real numbers")
+
+
+def test_checkpoint_with_a_huge_array_is_refused_from_its_header(tmp_path):
+    from nnc.weights import load_checkpoint
+
+    model = check_source("model m\ninput x: float32[3]\ndense 2\n").model
+    path = tmp_path / "w.npz"
+    # 256 MiB of zeros compress to a few hundred KB; the header alone says it cannot be dense_1.bias
+    hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (67108864,), }"
+    hdr = hdr + " " * (63 - (10 + len(hdr)) % 64) + "\n"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("dense_1.kernel.npy", _npy(np.zeros((3, 2), np.float32)))
+        with z.open("dense_1.bias.npy", "w", force_zip64=True) as f:
+            f.write(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode())
+            chunk = bytes(1 << 24)
+            for _ in range(16):
+                f.write(chunk)
+    with pytest.raises(UserError, match=r"array 'dense_1.bias' has shape \[67108864\], but the spec needs \[2\]"):
+        load_checkpoint(str(path), model)
