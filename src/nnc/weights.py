@@ -8,6 +8,9 @@ Array names are `LAYER.kernel`, `LAYER.recurrent_kernel`, `LAYER.bias`, `LAYER.e
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import sys
 import tempfile
 from contextlib import contextmanager
 from math import prod
@@ -120,33 +123,91 @@ def load_checkpoint(path: str, model: Model) -> dict[str, np.ndarray]:
     return validate(model, read_npz(path, "weights"), source=f"weights {path}")
 
 
+def output_target(path: str, inputs: tuple[str, ...] = ()) -> str:
+    """Where writing `path` really goes, after the output policy's refusals (UserError, exit 2):
+    a symlink is followed to its target (the link stays a link), a folder is refused, and so is
+    a path that is one of the command's `inputs` (`nnc compile a.nnspec -o a.nnspec`)."""
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise UserError(f"cannot write {path}: it is a folder; give a file name inside it")
+    for src in inputs:
+        try:
+            same = src and os.path.exists(target) and os.path.samefile(src, target)
+        except OSError:
+            same = False
+        if same:
+            raise UserError(f"cannot write {path}: it is the input {src}, which writing would destroy",
+                            help="choose another output name")
+    return target
+
+
 @contextmanager
-def atomic_open(path: str, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temporary file beside `path`, then rename it over `path`: readers (and a
-    crash or Ctrl-C half-way) never see a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+def atomic_open(path: str, mode: str = "wb", inputs: tuple[str, ...] = ()) -> Iterator[IO]:
+    """Write `path` so that nothing is lost: readers (and a crash or Ctrl-C half-way) never see a
+    half-written file, and nothing but the named file changes.
+
+    - `-` is standard output (the bytes or text go there; nothing is closed);
+    - a symlink is followed: its target is replaced and the link stays a link;
+    - a character device, FIFO or socket (/dev/null, a pipe) is written in place, never
+      replaced by a regular file;
+    - a regular file with other hard links gets the new content in place (once it is complete
+      in a temporary file), so the links keep sharing it;
+    - otherwise the content goes to a temporary file beside the target, renamed over it;
+    - a folder, one of `inputs`, or a place that cannot be written is a UserError (exit 2)."""
+    if path == "-":
+        yield sys.stdout.buffer if "b" in mode else sys.stdout
+        (sys.stdout.buffer if "b" in mode else sys.stdout).flush()
+        return
+    target = output_target(path, inputs)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            with open(target, mode) as f:
+                yield f
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        return
+    directory = os.path.dirname(target)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if st is not None and st.st_nlink > 1:
+            with open(tmp, "rb") as src, open(target, "r+b") as dst:
+                shutil.copyfileobj(src, dst)
+                dst.truncate()
+                dst.flush()
+                os.fsync(dst.fileno())
+            os.unlink(tmp)
+            return
         # mkstemp makes the file owner-only; give it the mode a plain open() would have
         # (the existing file's mode when replacing one).
-        try:
-            mode_bits = os.stat(path).st_mode & 0o777
-        except FileNotFoundError:
+        if st is not None:
+            mode_bits = st.st_mode & 0o7777
+        else:
             umask = os.umask(0)
             os.umask(umask)
             mode_bits = 0o666 & ~umask
         os.chmod(tmp, mode_bits)
-        os.replace(tmp, path)
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 

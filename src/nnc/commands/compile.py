@@ -76,6 +76,9 @@ def _main(args) -> int:
     out = args.output or default_output(args.file)
     if os.path.isdir(out):
         raise UserError(f"cannot write {out}: it is a folder; give a file name like {os.path.join(out, model.name)}.onnx")
+    from ..weights import output_target
+
+    output_target(out, inputs=(args.file, args.weights))  # never over the spec or the weights it reads
     try:
         files = compile_model(model, weights, out, opset=args.opset)
     except OSError as e:

@@ -24,13 +24,10 @@ def add_arguments(p):
 
 
 def _write(path: str, text: str) -> None:
-    import os
-
     from ..weights import atomic_open
 
-    mode = os.stat(path).st_mode & 0o7777
+    # atomic_open keeps the file's permissions, and its symlinks and hard links
     with atomic_open(path, "wb") as f:
-        os.fchmod(f.fileno(), mode)  # keep the file's permissions across the rename
         f.write(text.encode("utf-8"))
 
 
@@ -38,6 +35,7 @@ def main(args) -> int:
     import difflib
 
     from ..diagnostics import render
+    from ..errors import UserError
     from ..fmt import format_source
     from .check import expand_files
 
@@ -49,7 +47,7 @@ def main(args) -> int:
             if path == "-":
                 text = sys.stdin.read()
             else:
-                with open(path, encoding="utf-8", newline="") as f:
+                with open(path, encoding="utf-8-sig", newline="") as f:  # a BOM, as nnc check accepts it
                     text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -84,8 +82,8 @@ def main(args) -> int:
         else:
             try:
                 _write(path, new)
-            except OSError as e:
-                print(f"nnc fmt: error: cannot write {path}: {e.strerror or e}", file=sys.stderr)
+            except UserError as e:  # atomic_open's: a read-only folder, a file that vanished, ...
+                print(f"nnc fmt: error: {e.message}", file=sys.stderr)
                 status = 2
                 continue
             print(f"reformatted {path}", file=sys.stderr)

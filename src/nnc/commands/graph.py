@@ -20,14 +20,6 @@ def add_arguments(p):
     p.add_argument("-o", "--output", metavar="OUT", help="OUT.svg, OUT.png or OUT.dot (default: FILE's name, .svg)")
 
 
-def _new_file_mode(path: str) -> int:
-    if os.path.exists(path):
-        return os.stat(path).st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def main(args) -> int:
     from . import checked_model
     from ..checker import check_file
@@ -48,8 +40,7 @@ def main(args) -> int:
 
     data = draw(model, ext)
     try:
-        with atomic_open(out, "wb") as f:
-            os.fchmod(f.fileno(), _new_file_mode(out))  # as a plain open() would, not mkstemp's 0600
+        with atomic_open(out, "wb", inputs=(args.file,)) as f:
             f.write(data)
     except OSError as e:
         raise UserError(f"cannot write {out}: {e.strerror or e}", exit_code=2) from None

@@ -17,7 +17,7 @@ def add_arguments(p):
     p.add_argument("model", metavar="MODEL.onnx", help="an ONNX model (from nnc compile, or any with one input)")
     p.add_argument("--input", required=True, metavar="X.npy", help="the input array, with a batch axis first")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
-    p.add_argument("-o", "--output", metavar="Y.npy", help="save the output here (default: print it)")
+    p.add_argument("-o", "--output", metavar="Y.npy", help="save the output here as .npy, - for standard output (default: print it)")
 
 
 def main(args) -> int:
@@ -31,9 +31,14 @@ def main(args) -> int:
     y = runner.run(x)
     print(f"ran {args.model} on {runner.provider}: input {list(x.shape)} -> output {list(y.shape)}", file=sys.stderr)
     if args.output:
-        with atomic_open(args.output) as f:
-            np.save(f, y)
-        print(f"wrote {args.output}", file=sys.stderr)
+        import io
+
+        buf = io.BytesIO()  # np.save seeks, which a pipe or /dev/stdout cannot
+        np.save(buf, y)
+        with atomic_open(args.output, inputs=(args.model, args.input)) as f:
+            f.write(buf.getbuffer())
+        if args.output != "-":
+            print(f"wrote {args.output}", file=sys.stderr)
     else:
         with np.printoptions(threshold=200, precision=6, suppress=True):
             print(y)
