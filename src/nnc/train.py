@@ -64,10 +64,18 @@ def default_config(model: Model) -> tuple[TrainConfig, str]:
 
 def _final_activation(model: Model) -> str:
     from .kinds import layer_activation
+    from .model import Block
 
-    for layer in reversed(model.layers):
-        if layer.kind != "dropout":
-            return layer_activation(layer.kind, layer.options)
+    # the last step of the body (a repeat's last step is its own); a merge's output is not activated
+    nodes = list(model.body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, Block):
+            if node.merge is not None:
+                return "linear"
+            nodes.extend(node.branches[0])
+        elif node.kind != "dropout":
+            return layer_activation(node.kind, node.options)
     return "linear"
 
 
@@ -99,6 +107,12 @@ def override(cfg: TrainConfig, **flags) -> TrainConfig:
 
 
 def validate_config(cfg: TrainConfig) -> None:
+    bad = [(k, v) for k, v in dataclasses.asdict(cfg.optimizer).items()
+           if isinstance(v, float) and not math.isfinite(v)]
+    if bad:
+        raise UserError(f"the optimizer's {bad[0][0]} must be a finite number, received {bad[0][1]}")
+    if cfg.seed < 0:
+        raise UserError(f"the seed must be 0 or more, received {cfg.seed}")
     if cfg.epochs < 1:
         raise UserError(f"epochs must be at least 1, received {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -228,6 +242,61 @@ def _fmt_time(seconds: float) -> str:
 # --- the run -----------------------------------------------------------------------------------
 
 
+def model_fingerprint(model: Model) -> str:
+    """A hash of what training depends on in a checked model (its layers, blocks, options, shapes
+    and train block), not of the spec's bytes: a resumed run accepts a spec whose comments or
+    layout changed, and refuses one whose model did. (Runs written before this compared the
+    bytes; `restore` accepts that hash too.)"""
+
+    def node(n):
+        if hasattr(n, "branches"):  # a block
+            return ["block", n.name, n.kind, sorted(n.options.items()), [[node(c) for c in b] for b in n.branches]]
+        return ["layer", n.name, n.kind, sorted(n.options.items()), list(n.input_shape), list(n.output_shape)]
+
+    desc = [model.name, dataclasses.astuple(model.input), [node(n) for n in (model.body or model.layers)],
+            dataclasses.asdict(model.train) if model.train is not None else None]
+    return "model:" + hashlib.sha256(json.dumps(desc, default=repr, sort_keys=True).encode()).hexdigest()
+
+
+TEMP_OUTPUTS = (STATE, WEIGHTS, HISTORY, CURVES)
+LOCK = ".nnc-train.lock"
+
+
+def claim_run_dir(out: str):
+    """Create `out` if needed and hold its lock for the life of the process (an open file with an
+    exclusive flock): a second run into the same folder is refused, naming the holder. Temporary
+    files that a killed run left behind there are removed. Returns the lock's file object."""
+    import fcntl
+    import glob
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"cannot train into {out}: it is a file, not a folder", help="choose another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+        f = open(os.path.join(out, LOCK), "a+")
+    except OSError as e:
+        raise UserError(f"cannot train into {out}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{out} is being written by another nnc train ({holder})",
+                        help="wait for it to finish, or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    for name in TEMP_OUTPUTS:  # atomic_open's temporaries: .NAME.XXXXXXXX.tmp
+        for tmp in glob.glob(os.path.join(glob.escape(out), f".{name}.*.tmp")):
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return f
+
+
 @dataclasses.dataclass
 class RunState:
     """Everything a resumed run needs besides the weights and optimizer slots."""
@@ -265,7 +334,7 @@ class Trainer:
         self.opt = make_optimizer(cfg.optimizer)
         self.state = RunState()
         self.best_weights: dict[str, np.ndarray] | None = None
-        self.spec_sha256 = hashlib.sha256(spec_source.encode()).hexdigest()
+        self.spec_sha256 = model_fingerprint(model)
         self.data_sha256 = data.fingerprint()
 
     # -- checkpoints
@@ -296,7 +365,7 @@ class Trainer:
             f.write("\n")
 
     def restore(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        if meta["spec_sha256"] != self.spec_sha256:
+        if meta["spec_sha256"] not in (self.spec_sha256, hashlib.sha256(self.spec_source.encode()).hexdigest()):
             raise UserError(f"{self.out} was trained from a different spec; resume refused", exit_code=1)
         if meta["data_sha256"] != self.data_sha256:
             raise UserError(f"{self.out} was trained on different data than {self.data.name}; resume refused",

@@ -126,3 +126,59 @@ def test_progress_redraws_on_a_terminal_and_prints_lines_otherwise():
     quiet = io.StringIO()
     Progress(quiet, quiet=True).epoch(1, 2, 10, {"loss": 0.4}, elapsed=4.0)
     assert quiet.getvalue() == ""
+
+
+def test_resume_of_a_finished_run_rewrites_its_derived_files(files):
+    """A kill after state.npz but before weights.npz: --resume rewrites weights and history from the state."""
+    spec, d = str(files / "with.nnspec"), str(files / "d.npz")
+    run = files / "killed"
+    assert main(["train", spec, "--data", d, "--out", str(run), "-q"]) == 0
+    good = _weights(run / "weights.npz")
+    (run / "weights.npz").unlink()
+    (run / "history.json").write_text("{}")
+    (run / ".weights.npz.abcd1234.tmp").write_bytes(b"half")  # what a SIGKILL mid-write leaves
+    assert main(["train", "--resume", str(run), "-q"]) == 0
+    again = _weights(run / "weights.npz")
+    assert all(np.array_equal(good[k], again[k]) for k in good)
+    assert json.loads((run / "history.json").read_text())["loss"]
+    assert not (run / ".weights.npz.abcd1234.tmp").exists()
+
+
+def test_a_second_run_into_a_held_folder_is_refused(files, capsys):
+    from nnc.train import claim_run_dir
+
+    out = files / "busy"
+    held = claim_run_dir(str(out))  # another live run
+    try:
+        rc = main(["train", str(files / "with.nnspec"), "--data", str(files / "d.npz"), "--out", str(out), "-q"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "is being written by another nnc train (pid" in err
+    finally:
+        held.close()
+
+
+def test_out_onto_a_file_and_bad_numbers_are_clear_errors(files, capsys):
+    spec, d = str(files / "with.nnspec"), str(files / "d.npz")
+    f = files / "afile"
+    f.write_text("x")
+    for extra, msg in ((["--out", str(f)], "it is a file, not a folder"),
+                       (["--out", str(files / "s"), "--seed", "-1"], "the seed must be 0 or more"),
+                       (["--out", str(files / "n"), "--lr", "nan"], "must be a finite number"),
+                       (["--out", str(files / "i"), "--lr", "inf"], "must be a finite number")):
+        assert main(["train", spec, "--data", d, "-q", *extra]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and "internal error" not in err
+
+
+def test_resume_accepts_a_spec_whose_comments_changed(files, capsys):
+    spec, d = files / "with.nnspec", str(files / "d.npz")
+    edited = files / "edited.nnspec"
+    edited.write_text("# a comment added after the run started\n" + spec.read_text().replace("\n", "   \n", 1))
+    run = str(files / "c")
+    assert main(["train", str(spec), "--data", d, "--out", run, "--epochs", "1", "-q"]) == 0
+    assert main(["train", str(edited), "--resume", run, "--epochs", "2", "-q"]) == 0
+    changed = files / "changed.nnspec"
+    changed.write_text(spec.read_text().replace("dense 3", "dense 4", 1))
+    assert "dense 4" in changed.read_text()
+    assert main(["train", str(changed), "--resume", run, "--epochs", "3", "-q"]) == 1
+    assert "different spec" in capsys.readouterr().err

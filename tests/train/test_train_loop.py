@@ -113,7 +113,11 @@ def test_resume_refuses_other_spec_or_data(tmp_path):
     with pytest.raises(UserError, match="different data"):
         t.restore(arrays, meta)
     model, data = _setup()
-    t = Trainer(model, CFG, data, str(tmp_path / "r"), spec_source=SPEC + "# changed\n")
+    # a comment is not the model: resuming compares the checked models, not the bytes
+    Trainer(model, CFG, data, str(tmp_path / "r"), spec_source=SPEC + "# changed\n").restore(arrays, meta)
+    other = check_source(SPEC.replace("dense 3", "dense 3 use_bias=false")).model
+    assert other is not None and other.total_params != model.total_params
+    t = Trainer(other, CFG, data, str(tmp_path / "r"), spec_source=SPEC)
     with pytest.raises(UserError, match="different spec"):
         t.restore(arrays, meta)
 

@@ -62,12 +62,15 @@ def main(args) -> int:
     from ..checker import check_file, check_source
     from ..data import BUILTIN, load_data
     from ..errors import UserError
-    from ..train import (CURVES, HISTORY, STATE, WEIGHTS, Progress, Trainer, config_from_json, default_config,
-                         describe, evaluate, override, plot_curves, read_state)
+    from ..train import (CURVES, HISTORY, STATE, WEIGHTS, Progress, Trainer, claim_run_dir, config_from_json,
+                         default_config, describe, evaluate, override, plot_curves, read_state)
 
     progress = Progress(quiet=args.quiet)
     meta = arrays = None
     if args.resume:
+        if not os.path.isdir(args.resume):
+            raise UserError(f"cannot resume from {args.resume}: it holds no {STATE} (there is no such folder)")
+        lock = claim_run_dir(args.resume)  # noqa: F841 (held until the process ends)
         arrays, meta = read_state(args.resume)
         given = [k for k in _FIXED_ON_RESUME if getattr(args, k) is not None]
         if given:
@@ -110,6 +113,7 @@ def main(args) -> int:
             raise UserError("nnc train needs --data: an .npz, a .csv, or 'digits'")
         data_arg = args.data
         out = args.out or os.path.join("runs", model.name)
+        lock = claim_run_dir(out)  # noqa: F841 (held until the process ends)
         if os.path.exists(os.path.join(out, STATE)):
             raise UserError(f"{out} already holds a training run ({STATE})",
                             help=f"continue it with `nnc train --resume {out}`, or choose another --out")
@@ -118,6 +122,9 @@ def main(args) -> int:
     trainer = Trainer(model, cfg, data, out, spec_source=r.source, progress=progress)
     if meta is not None:
         trainer.restore(arrays, meta)
+        # weights.npz and history.json derive from state.npz: a run killed between writing them
+        # (or a finished run whose weights.npz was lost) gets them back from the state
+        trainer.save()
         if trainer.finished:
             progress.say(f"{out}: the run already finished ({trainer.state.epoch} epochs"
                          + (", stopped early" if trainer.state.stopped_epoch is not None else "") + ")")
