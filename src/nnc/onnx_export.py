@@ -21,6 +21,7 @@ onnx.ModelProto for callers that want one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -37,6 +38,8 @@ from .model import Layer, Model
 if TYPE_CHECKING:
     import onnx
 
+EXTERNAL_DATA_KEY = "nnc.external_data"
+"""Metadata of a model whose weights are in a side file: its name, size and SHA-256."""
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3
 """A protobuf message cannot exceed 2 GiB: models whose weights come near it keep them in a
 side file (`OUT.onnx.data`) with ONNX external data."""
@@ -501,8 +504,17 @@ class Encoded:
             tensors.append(onnx_proto.tensor(name, a.shape, _ONNX_DTYPE[a.dtype.name], raw, external))
         graph = onnx_proto.graph(self.nodes, self.name, tensors, self.inputs, self.outputs, self.value_info,
                                  self.doc_string)
+        metadata = self.metadata
+        if location is not None:
+            # the model names the checksum of its data file, so that `nnc run` refuses a pair that
+            # two compiles wrote (one killed between the two renames) instead of loading it silently
+            h = hashlib.sha256()
+            for chunk in data:
+                h.update(chunk)
+            metadata = {**metadata, EXTERNAL_DATA_KEY: json.dumps({"location": location, "bytes": offset,
+                                                                   "sha256": h.hexdigest()}, sort_keys=True)}
         model = onnx_proto.model(graph, self.opset, onnx_proto.IR_VERSION[self.opset], "nnc", __version__, 1,
-                                 self.metadata)
+                                 metadata)
         return model, data
 
     def to_bytes(self) -> bytes:

@@ -39,10 +39,11 @@ class InputInfo:
     dtype: str
     shape: tuple  # without the batch; an entry is None where the model leaves it free
     vocab: int | None = None
+    batch: int | None = None  # a graph that fixes its batch size (nnc's never do)
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
-        return f"{self.dtype}[batch{', ' if dims else ''}{dims}]"
+        return f"{self.dtype}[{self.batch if self.batch is not None else 'batch'}{', ' if dims else ''}{dims}]"
 
 
 def _cuda_major() -> str:
@@ -124,6 +125,7 @@ def _session(path: str, device: str):
     finally:
         if device == "cuda":
             ort.set_default_logger_severity(2)
+    _check_external_data(path, sess)
     if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
         # onnxruntime fell back to the CPU with only a warning: refuse instead
         raise UserError(f"--device cuda: onnxruntime could not create its CUDA provider: {_why_no_cuda()}",
@@ -131,18 +133,53 @@ def _session(path: str, device: str):
     return sess
 
 
+def _check_external_data(path: str, sess) -> None:
+    """A model nnc wrote with its weights in a side file names that file's SHA-256: a data file
+    from another compile (one killed between writing the two files) is refused, not run."""
+    import hashlib
+
+    meta = sess.get_modelmeta().custom_metadata_map
+    if "nnc.external_data" not in meta:
+        return
+    try:
+        info = json.loads(meta["nnc.external_data"])
+        data_path = os.path.join(os.path.dirname(os.path.abspath(path)), info["location"])
+        want = str(info["sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"cannot load model {path}: its nnc.external_data metadata is broken", exit_code=1) from None
+    h = hashlib.sha256()
+    try:
+        with open(data_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                h.update(block)
+    except OSError as e:
+        raise UserError(f"cannot load model {path}: cannot read its weights {data_path}: {e.strerror or e}",
+                        exit_code=1) from None
+    if h.hexdigest() != want:
+        raise UserError(f"cannot load model {path}: its weights file {data_path} is not the one compiled with it "
+                        f"(checksums differ; a compile was interrupted, or the files come from two compiles)",
+                        exit_code=1, help="compile the model again")
+
+
 def _metadata_input(sess) -> InputInfo | None:
     meta = sess.get_modelmeta().custom_metadata_map
     if "nnc.input" not in meta:
         return None
-    d = json.loads(meta["nnc.input"])
-    return InputInfo(d["name"], d["dtype"], tuple(d["shape"]), d.get("vocab"))
+    try:
+        d = json.loads(meta["nnc.input"])
+        info = InputInfo(str(d["name"]), str(d["dtype"]), tuple(int(x) for x in d["shape"]),
+                         None if d.get("vocab") is None else int(d["vocab"]))
+        np.dtype(info.dtype)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # not nnc's metadata after all: the graph's own declaration is checked instead
+    return info
 
 
 def _graph_input(sess) -> InputInfo:
     i = sess.get_inputs()[0]
     shape = tuple(d if isinstance(d, int) else None for d in i.shape[1:])
-    return InputInfo(i.name, _DTYPES.get(i.type, i.type), shape)
+    batch = i.shape[0] if i.shape and isinstance(i.shape[0], int) else None
+    return InputInfo(i.name, _DTYPES.get(i.type, i.type.replace("tensor(", "").rstrip(")")), shape, batch=batch)
 
 
 class Runner:
@@ -170,13 +207,18 @@ class Runner:
         want = info.describe()
         got = f"{x.dtype}[{', '.join(map(str, x.shape))}]"
         fits = x.ndim == len(info.shape) + 1 and all(w is None or w == d for w, d in zip(info.shape, x.shape[1:]))
+        fits = fits and (info.batch is None or x.shape[0] == info.batch)
         if not fits:
             help = None
             if x.ndim == len(info.shape) and all(w is None or w == d for w, d in zip(info.shape, x.shape)):
                 help = "this looks like one sample without the batch axis: add it with x[None] (np.expand_dims(x, 0))"
             raise UserError(f"input has shape {got}, but the model's input '{info.name}' is {want}", exit_code=1,
                             help=help)
-        if x.dtype != np.dtype(info.dtype):
+        try:
+            wanted = np.dtype(info.dtype)
+        except TypeError:
+            wanted = None  # a type numpy has no name for (a string tensor, ...): onnxruntime judges
+        if wanted is not None and x.dtype != wanted:
             raise UserError(f"input has dtype {x.dtype}, but the model's input '{info.name}' is {want}", exit_code=1,
                             help=f"convert it with x.astype(np.{info.dtype})")
         if info.vocab is not None and x.size:
@@ -190,7 +232,11 @@ class Runner:
 
     def run(self, x) -> np.ndarray:
         x = self.validate(x)
-        return self.session.run([self.output_name], {self.session.get_inputs()[0].name: x})[0]
+        try:
+            return self.session.run([self.output_name], {self.session.get_inputs()[0].name: x})[0]
+        except Exception as e:  # onnxruntime's own exception types: a node that fails on this input
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"onnxruntime failed to run {self.path}: {msg}", exit_code=1) from None
 
 
 def run_model(path: str, x, device: str = "cpu") -> tuple[np.ndarray, str]:
@@ -207,5 +253,6 @@ def load_input(path: str) -> np.ndarray:
     except (OSError, ValueError, EOFError) as e:
         raise UserError(f"cannot read input {path}: not a .npy array ({e})") from None
     if not isinstance(x, np.ndarray):
+        x.close()
         raise UserError(f"cannot read input {path}: it is an .npz archive; save one array with np.save")
     return x

@@ -7,6 +7,7 @@ in a fresh process must not import onnx at all."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -141,8 +142,13 @@ def test_external_data_is_onnx_save_models(tmp_path):
         theirs.parent.mkdir()
         cwd = os.getcwd()
         os.chdir(theirs.parent)  # save_model checks the location against the working folder
+        # ours also names its data file's checksum in the metadata (nnc run checks it): give theirs the same
+        proto = enc.to_proto()
+        props = {p.key: p.value for p in onnx.load(str(ours), load_external_data=False).metadata_props}
+        assert json.loads(props[ox.EXTERNAL_DATA_KEY])["location"] == ours.name + ".data"
+        helper.set_model_props(proto, props)
         try:
-            onnx.save_model(enc.to_proto(), str(theirs), save_as_external_data=True, all_tensors_to_one_file=True,
+            onnx.save_model(proto, str(theirs), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=theirs.name + ".data", size_threshold=1024)
         finally:
             os.chdir(cwd)

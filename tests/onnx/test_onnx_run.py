@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -165,3 +167,59 @@ def test_contract_spec_on_cuda_matches_cpu(tmp_path, path):
     assert provider == "CPUExecutionProvider"
     # cuDNN and the CPU kernels sum in different orders (TF32 is off): compare at 1e-4
     assert_close(y_cuda, y_cpu, rtol=1e-4, what=f"{model.name} cuda vs cpu")
+
+
+# --- hostile and broken models (issue 10) -----------------------------------------------------
+
+
+def _tiny(tmp_path, name, input_dims, nodes, outputs, inits=(), metadata=None):
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
+                          outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    if metadata:
+        helper.set_model_props(m, metadata)
+    path = tmp_path / name
+    onnx.save(m, str(path))
+    return str(path)
+
+
+def test_fixed_batch_model_refuses_another_batch(tmp_path):
+    from onnx import TensorProto, helper
+
+
+    path = _tiny(tmp_path, "fixed.onnx", [2, 3], [helper.make_node("Identity", ["x"], ["y"])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    r = Runner(path)
+    assert r.run(np.ones((2, 3), np.float32)).shape == (2, 3)
+    with pytest.raises(UserError, match=r"input has shape float32\[5, 3\], but the model's input 'x' is float32\[2, 3\]"):
+        r.run(np.ones((5, 3), np.float32))
+
+
+def test_onnxruntime_failing_at_run_time_and_broken_metadata_are_clear_errors(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+
+    shape = numpy_helper.from_array(np.array([2, 3], np.int64), "shape")
+    path = _tiny(tmp_path, "reshape.onnx", ["batch", "n"], [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits=[shape],
+                 metadata={"nnc.input": "{not json"})
+    r = Runner(path)  # the broken nnc.input is ignored: the graph's declaration is checked
+    assert r.run(np.ones((1, 6), np.float32)).shape == (2, 3)
+    with pytest.raises(UserError, match="onnxruntime failed to run"):
+        r.run(np.ones((1, 5), np.float32))
+
+
+def test_a_data_file_from_another_compile_is_refused(tmp_path):
+
+    model = contract_model(next(p for p in CONTRACT if p.stem == "mnist_convnet"))
+    a, b = tmp_path / "a" / "m.onnx", tmp_path / "b" / "m.onnx"
+    ox.save(ox.build(model, random_weights(model, seed=1)), str(a), threshold=ox._GRAPH_MARGIN + 100)
+    ox.save(ox.build(model, random_weights(model, seed=2)), str(b), threshold=ox._GRAPH_MARGIN + 100)
+    x = np.zeros((1, 28, 28, 1), np.float32)
+    Runner(str(a)).run(x)  # a consistent pair runs
+    os.replace(str(b) + ".data", str(a) + ".data")  # what a kill between the two renames leaves
+    with pytest.raises(UserError, match="is not the one compiled with it"):
+        Runner(str(a))
