@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Iterable
 
 
@@ -115,7 +116,7 @@ def render(diag: Diagnostic, source: str | None, color: bool = False) -> str:
     if color:
         head_sev = ("\x1b[1;31m" if sev == "error" else "\x1b[1;33m") + sev + "\x1b[0m"
     out = [f"{diag.file}:{diag.span.line}:{diag.span.col}: {head_sev}: {diag.message} [{diag.code}]"]
-    lines = source.splitlines() if source is not None else []
+    lines = source_lines(source) if source is not None else ()
     if 1 <= diag.span.line <= len(lines):
         text = lines[diag.span.line - 1]
         out.append(text)
@@ -123,6 +124,13 @@ def render(diag: Diagnostic, source: str | None, color: bool = False) -> str:
     if diag.help:
         out.append(f"help: {diag.help}")
     return "\n".join(out)
+
+
+@lru_cache(maxsize=8)
+def source_lines(source: str) -> tuple[str, ...]:
+    """The lines of a spec, split once however many diagnostics it has (a str caches its hash,
+    so each later lookup is constant time): rendering stays linear in the number of errors."""
+    return tuple(source.splitlines())
 
 
 def caret_line(text: str, span: Span) -> str:

@@ -19,7 +19,7 @@ import os
 from urllib.parse import quote
 
 from . import __version__
-from .diagnostics import CODES, Diagnostic, render
+from .diagnostics import CODES, Diagnostic, render, source_lines
 from .model import CheckResult
 
 FORMATS = ("text", "json", "github", "sarif")
@@ -135,7 +135,7 @@ def sarif_log(results: list[CheckResult]) -> dict:
                 }
             }],
         }
-        lines = r.source.splitlines()
+        lines = source_lines(r.source)  # split once per file, not once per result
         if 1 <= line <= len(lines):
             result["locations"][0]["physicalLocation"]["region"]["snippet"] = {"text": lines[line - 1]}
         out.append(result)

@@ -111,3 +111,19 @@ def test_fmt_accepts_a_byte_order_mark_as_check_does(tmp_path):
     p.write_bytes("\ufeffmodel m\n\ninput x: float32[3]\n\ndense 2\n".encode())
     assert main(["check", str(p)]) == 0
     assert main(["fmt", "--check", str(p)]) == 0
+
+
+def test_diagnostics_split_the_source_once_per_file():
+    """Rendering was quadratic in the number of errors (each diagnostic re-split the source)."""
+    from nnc.checker import check_source
+    from nnc.diagnostics import render, source_lines
+    from nnc.report import sarif_log
+
+    text = "model m\ninput x: float32[3]\n" + "dense 0\n" * 2000
+    r = check_source(text, "many.nnspec")
+    assert len(r.errors) == 2000
+    before = source_lines.cache_info().misses
+    lines = [render(d, r.source) for d in r.diagnostics]
+    sarif_log([r])
+    assert source_lines.cache_info().misses == before + 1
+    assert lines[-1].splitlines()[1] == "dense 0"
