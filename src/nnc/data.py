@@ -109,6 +109,8 @@ def _read_csv(path: str, model: Model, loss: str) -> dict:
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read data {path}: {e}") from None
+    except csv.Error as e:  # a field over the csv module's limit (128 KiB), a NUL byte, ...
+        raise UserError(f"cannot read data {path}: not a CSV file nnc can read ({e})", exit_code=1) from None
     if rows and not _numeric(rows[0]):
         rows = rows[1:]  # a header
     if not rows:
@@ -218,6 +220,8 @@ def _prepare_tokens(x, name, want, vocab, notes):
         if name == "x_train":
             notes.append(f"{name}: sequences padded or truncated at the front to {maxlen} tokens (as pad_sequences)")
     x = _reshape(x, name, want, "the input")
+    if x.dtype.kind == "u" and x.size and x.max() > np.iinfo(np.int64).max:
+        raise UserError(f"{name} has a token id of {int(x.max())}, larger than any vocab", exit_code=1)
     x = x.astype(np.int64)
     if x.size and x.min() < 0:
         raise UserError(f"{name} has a negative token id ({int(x.min())})", exit_code=1)

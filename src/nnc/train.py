@@ -330,6 +330,10 @@ class Trainer:
         # a training run owns its process: let malloc keep each batch's freed blocks for the next
         # (process-wide, so Network alone, as a library object, leaves malloc as it is)
         parallel.keep_freed_memory()
+        from .weights import check_fits_in_memory
+
+        # weights, gradients and up to two optimizer slots live at once
+        check_fits_in_memory(model, copies=4, what="training (weights, gradients and optimizer slots)")
         self.net = Network(model, init_weights(model, cfg.seed))
         self.opt = make_optimizer(cfg.optimizer)
         self.state = RunState()
@@ -370,6 +374,12 @@ class Trainer:
         if meta["data_sha256"] != self.data_sha256:
             raise UserError(f"{self.out} was trained on different data than {self.data.name}; resume refused",
                             exit_code=1)
+        missing = [k for k in self.net.weights if f"w/{k}" not in arrays]
+        bad = [k for k in self.net.weights if f"w/{k}" in arrays and arrays[f"w/{k}"].shape != self.net.weights[k].shape]
+        if missing or bad:
+            what = f"lacks the weights {', '.join(missing[:3])}" if missing else f"has weights of other shapes ({bad[0]})"
+            raise UserError(f"cannot resume from {self.out}: {STATE} {what}; it is not this spec's run, or it is "
+                            f"corrupt", exit_code=1)
         for k in self.net.weights:
             self.net.weights[k] = np.array(arrays[f"w/{k}"])
         self.opt.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}, meta["iterations"])

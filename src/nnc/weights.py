@@ -62,8 +62,32 @@ def init_layer(layer: Layer, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return out
 
 
+def available_memory() -> int | None:
+    """Bytes this process could still allocate (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_fits_in_memory(model: Model, copies: int = 1, what: str = "its weights") -> None:
+    """Refuse, before allocating anything, a model whose float32 weights (times `copies`: a
+    training run keeps gradients and optimizer slots too) would not fit in this machine's memory."""
+    need = 4 * model.total_params * copies
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise UserError(f"{model.name} has {model.total_params:,} parameters: {what} need {need:,} bytes "
+                        f"({need / 1024**3:,.1f} GiB), more than the {avail / 1024**3:,.1f} GiB of memory available",
+                        exit_code=1, help="`nnc check` and `nnc summary` count such a model without allocating it")
+
+
 def init_weights(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
     """Fresh weights for every layer, deterministic in `seed`."""
+    check_fits_in_memory(model)
     rng = np.random.default_rng(seed)
     weights: dict[str, np.ndarray] = {}
     for layer in model.layers:

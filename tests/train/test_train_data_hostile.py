@@ -184,3 +184,23 @@ def test_checkpoint_with_a_huge_array_is_refused_from_its_header(tmp_path):
                 f.write(chunk)
     with pytest.raises(UserError, match=r"array 'dense_1.bias' has shape \[67108864\], but the spec needs \[2\]"):
         load_checkpoint(str(path), model)
+
+
+def test_csv_field_over_the_csv_limit_and_huge_unsigned_ids(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,3," + "9" * 200_000 + "\n")
+    _refused(str(path), "not a CSV file nnc can read")
+    npz = tmp_path / "u.npz"
+    np.savez(npz, x_train=np.array([[1, 2, 3, 4, 2**63 + 5]], dtype=np.uint64), y_train=np.array([0]))
+    _refused(str(npz), r"token id of 9223372036854775813, larger than any vocab", model=TOKENS)
+
+
+def test_absurdly_large_models_are_refused_before_allocating(tmp_path, capsys):
+    spec = tmp_path / "big.nnspec"
+    spec.write_text("model big\ninput x: float32[8, 8, 1]\nflatten\ndense 10000000000\ndense 10 activation=softmax\n")
+    for cmd in (["compile", str(spec), "-o", str(tmp_path / "big.onnx")],
+                ["train", str(spec), "--data", "digits", "--out", str(tmp_path / "run")]):
+        assert main(cmd) == 1
+        err = capsys.readouterr().err
+        assert "750,000,000,010 parameters" in err and "more than the" in err and "Traceback" not in err
+    assert not (tmp_path / "big.onnx").exists()
