@@ -97,3 +97,41 @@ def read_npz(path: str, what: str, allow_pickle: bool = False) -> dict[str, np.n
     except Exception as e:  # corrupt compressed data and the like, past the header checks
         raise UserError(f"cannot read {what} {path}: the file is corrupt ({type(e).__name__}: {e})",
                         exit_code=1) from None
+
+
+def read_npy(path: str, what: str) -> np.ndarray:
+    """One .npy array, its header checked against the file's size before anything is read
+    (UserError, exit 1, for a broken or hostile file; exit 2 when it is missing)."""
+    import os
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            magic = f.read(6)
+            f.seek(0)
+            if magic[:2] == b"PK":
+                raise UserError(f"cannot read {what} {path}: it is an .npz archive; save one array with np.save",
+                                exit_code=1)
+            shape, dtype = _header(f)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise UserError(f"cannot read {what} {path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"cannot read {what} {path}: it is a folder") from None
+    except UserError:
+        raise
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, ... on a bad file
+        raise UserError(f"cannot read {what} {path}: not a .npy array ({type(e).__name__}: {e})", exit_code=1) from None
+    if dtype.hasobject:
+        raise UserError(f"cannot read {what} {path}: it holds Python objects, which only pickle can read "
+                        f"(and unpickling runs code); nnc does not load it", exit_code=1)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if any(d < 0 for d in shape) or declared > size - offset:
+        raise UserError(f"cannot read {what} {path}: its header declares {list(shape)} ({declared:,} bytes) but the "
+                        f"file holds {max(size - offset, 0):,}: it is truncated or corrupt", exit_code=1)
+    try:
+        return np.load(path, allow_pickle=False)
+    except MemoryError:
+        raise UserError(f"cannot read {what} {path}: it does not fit in memory", exit_code=1) from None
+    except Exception as e:
+        raise UserError(f"cannot read {what} {path}: {type(e).__name__}: {e}", exit_code=1) from None

@@ -246,13 +246,6 @@ def run_model(path: str, x, device: str = "cpu") -> tuple[np.ndarray, str]:
 
 
 def load_input(path: str) -> np.ndarray:
-    try:
-        x = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise UserError(f"cannot read input {path}: no such file") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise UserError(f"cannot read input {path}: not a .npy array ({e})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise UserError(f"cannot read input {path}: it is an .npz archive; save one array with np.save")
-    return x
+    from .npz import read_npy
+
+    return read_npy(path, "input")
