@@ -25,12 +25,21 @@ from .model import Layer, Model
 # --- initialization, as Keras 3 does it ------------------------------------------------------
 
 
+def _uniform(rng: np.random.Generator, low: float, high: float, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform draws made in float32 directly: a model's initial weights take their float32 size
+    once, not twice that in float64 first."""
+    a = rng.random(shape, dtype=np.float32)
+    a *= np.float32(high - low)
+    a += np.float32(low)
+    return a
+
+
 def _glorot_uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     # keras.initializers.GlorotUniform: fans include the receptive field of a conv kernel
     receptive = prod(shape[:-2]) if len(shape) > 2 else 1
     fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
-    limit = np.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, size=shape)
+    limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
+    return _uniform(rng, -limit, limit, shape)
 
 
 def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -44,21 +53,38 @@ def _orthogonal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return q.reshape(shape)
 
 
+def _glorot_fans(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int) -> np.ndarray:
+    limit = float(np.sqrt(6.0 / (fan_in + fan_out)))
+    return _uniform(rng, -limit, limit, shape)
+
+
 def init_layer(layer: Layer, rng: np.random.Generator) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    for name, shape in layer.weights.items():
-        if name == "kernel":
+    for full, shape in layer.weights.items():
+        name = full.rsplit(".", 1)[-1]  # dotted names (query.kernel, forward.bias): the last part decides
+        if layer.kind == "attention" and name == "kernel":
+            # keras EinsumDense's glorot_uniform counts fans over its einsum's input and output
+            # axes: q/k/v [F, heads, dim] read F; the output kernel [heads, value_dim, F] writes F
+            if full.startswith("attention_output."):
+                w = _glorot_fans(rng, shape, prod(shape[:-1]), shape[-1])
+            else:
+                w = _glorot_fans(rng, shape, shape[0], prod(shape[1:]))
+        elif name in ("kernel", "depthwise_kernel", "pointwise_kernel"):
             w = _glorot_uniform(rng, shape)
         elif name == "recurrent_kernel":
             w = _orthogonal(rng, shape)
+        elif name == "embeddings" and layer.kind == "position_embedding":
+            w = _glorot_uniform(rng, shape)
         elif name == "embeddings":
-            w = rng.uniform(-0.05, 0.05, size=shape)  # keras Embedding: RandomUniform(-0.05, 0.05)
-        else:
-            w = np.zeros(shape)
-            if layer.kind == "lstm":
+            w = _uniform(rng, -0.05, 0.05, shape)  # keras Embedding: RandomUniform(-0.05, 0.05)
+        elif name in ("gamma", "moving_variance"):
+            w = np.ones(shape, np.float32)
+        else:  # biases, beta, moving_mean, prelu's alpha
+            w = np.zeros(shape, np.float32)
+            if layer.kind == "lstm" and name == "bias":
                 u = layer.options["units"]
                 w[u : 2 * u] = 1.0  # unit_forget_bias: the forget gate (order i, f, c, o) starts open
-        out[f"{layer.name}.{name}"] = w.astype(np.float32)
+        out[f"{layer.name}.{full}"] = w.astype(np.float32, copy=False)
     return out
 
 

@@ -113,12 +113,18 @@ def main(args) -> int:
             raise UserError("nnc train needs --data: an .npz, a .csv, or 'digits'")
         data_arg = args.data
         out = args.out or os.path.join("runs", model.name)
-        lock = claim_run_dir(out)  # noqa: F841 (held until the process ends)
         if os.path.exists(os.path.join(out, STATE)):
             raise UserError(f"{out} already holds a training run ({STATE})",
                             help=f"continue it with `nnc train --resume {out}`, or choose another --out")
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UserError(f"cannot train into {out}: it is a file, not a folder", help="choose another --out")
     data_ref = data_arg if data_arg in BUILTIN else os.path.abspath(data_arg)
     data = load_data(data_ref, model, cfg.loss, allow_pickle=args.allow_pickle)
+    if meta is None:  # a new run: claim the folder only once the data is known to fit (a refusal leaves nothing)
+        lock = claim_run_dir(out)  # noqa: F841 (held until the process ends)
+        if os.path.exists(os.path.join(out, STATE)):  # another run finished there meanwhile
+            raise UserError(f"{out} already holds a training run ({STATE})",
+                            help=f"continue it with `nnc train --resume {out}`, or choose another --out")
     trainer = Trainer(model, cfg, data, out, spec_source=r.source, progress=progress)
     if meta is not None:
         trainer.restore(arrays, meta)
