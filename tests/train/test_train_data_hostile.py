@@ -204,3 +204,19 @@ def test_absurdly_large_models_are_refused_before_allocating(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "750,000,000,010 parameters" in err and "more than the" in err and "Traceback" not in err
     assert not (tmp_path / "big.onnx").exists()
+
+
+def test_initial_weights_are_drawn_in_chunks_as_one_float64_draw():
+    """Drawing in float32 chunks keeps the values of one float64 draw (so seeds keep their
+    meaning) without holding the float64 array."""
+    from nnc import weights as W
+
+    rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
+    old = W._CHUNK
+    W._CHUNK = 1000
+    try:
+        got = W._uniform(rng_a, -0.3, 0.3, (70, 45))
+    finally:
+        W._CHUNK = old
+    want = rng_b.uniform(-0.3, 0.3, size=(70, 45)).astype(np.float32)
+    assert got.dtype == np.float32 and np.array_equal(got, want)
