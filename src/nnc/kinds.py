@@ -193,11 +193,11 @@ class _Windowed(Kind):
         if padding == "causal":  # left padding of (k - 1) * d: the output keeps the input's length
             return tuple(ceil(s / st) for s, st in zip(spatial, strides))
         if padding == "valid" and any(w > s for w, s in zip(window, spatial)):
-            what = "kernel" if isinstance(self, _Conv) else "pool"
+            what = "pool" if isinstance(self, _Pool) else "kernel"  # depthwise, separable: kernel too
             raise ShapeError(
                 f"{self.name} {what} {fmt_shape(window)} does not fit its {fmt_shape(shape)} input",
                 "does-not-fit",
-                option="kernel" if isinstance(self, _Conv) else "pool",
+                option=what,
                 help="use a smaller window, remove a pooling layer before it, or padding=same",
             )
         return tuple(window_out(s, w, st, padding) for s, w, st in zip(spatial, window, strides))
@@ -471,8 +471,12 @@ class _Recurrent(Kind):
     def rank_help(self, shape):
         if len(shape) == 1:
             return "a recurrent layer reads [steps, features]: put an embedding before it, or give the input a feature axis"
-        if len(shape) == 3:
-            return "flatten or pool the spatial axes into [steps, features] first"
+        if len(shape) == 3:  # an image: its rows as steps (a flatten would leave no steps to read)
+            h, w, c = shape
+            rows = f"[{h}, {w}]" if c == 1 else f"[{h}, {w * c}]"
+            reshape = f"reshape {rows} before {self.name}" if c == 1 else f"reshape [-1, {c}] before {self.name} ({h * w} steps of {c})"
+            return (f"read the image row by row: declare the input as [steps, features] ({rows}: {h} rows of "
+                    f"{w * c} values), or put {reshape}")
         return None
 
     def output_units(self, opts) -> int:
@@ -480,6 +484,12 @@ class _Recurrent(Kind):
         return 2 * u if opts.get("bidirectional") and opts.get("merge", "concat") == "concat" else u
 
     def output_shape(self, opts, shape):
+        if opts.get("bidirectional") and opts.get("go_backwards"):
+            # Keras's Bidirectional makes its backward copy with go_backwards=True, and refuses a
+            # layer that reads backwards already (both copies would)
+            raise ShapeError(f"a bidirectional {self.name} reads the sequence both ways already; Keras's Bidirectional "
+                             "refuses go_backwards=true", "bad-value", option="go_backwards",
+                             help="leave go_backwards out, or use bidirectional=false")
         if opts["return_sequences"]:
             return (shape[0], self.output_units(opts))
         return (self.output_units(opts),)
@@ -639,7 +649,7 @@ class _Separable(_Windowed):
         return opts["stride"]
 
     def output_shape(self, opts, shape):
-        self.check_dilation(opts)
+        # unlike Conv1D/2D, Keras's SeparableConv and DepthwiseConv accept stride and dilation both above 1
         return self.output_spatial(opts, shape) + (opts["filters"],)
 
     def weight_shapes(self, opts, shape):
@@ -689,7 +699,7 @@ class _Depthwise(_Windowed):
         return opts["stride"]
 
     def output_shape(self, opts, shape):
-        self.check_dilation(opts)
+        # Keras's DepthwiseConv accepts stride and dilation both above 1 (its Conv1D/2D do not)
         return self.output_spatial(opts, shape) + (shape[-1] * opts["depth_multiplier"],)
 
     def weight_shapes(self, opts, shape):

@@ -162,7 +162,8 @@ class Model:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.layers[-1].output_shape if self.layers else self.input.shape
+        # the last step of the body: a block's output (a concat's) need not be its last layer's
+        return self.body[-1].output_shape if self.body else self.input.shape
 
     @property
     def total_params(self) -> int:

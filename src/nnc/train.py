@@ -6,7 +6,10 @@
   `numpy.random.default_rng([seed, epoch])`, and the initial weights come from `seed`; so the same
   seed gives bit-identical weights, and a resumed run needs no saved RNG stream.
 - An epoch's training loss and accuracy are averaged over its batches weighted by batch size,
-  as Keras reports them; validation runs with dropout off after the epoch.
+  as Keras reports them; validation runs with dropout off after the epoch. Both losses include
+  the `l1=`/`l2=` penalty (`regularization`), as Keras's compute_loss adds it.
+- batchnorm's moving statistics are weights that no gradient reaches: its training forward
+  updates them in place (net.weights), and they are checkpointed with the others.
 - After every epoch the run is checkpointed atomically into the output folder:
   `state.npz` (weights, optimizer slots, epoch, history, early-stopping state, the spec, and
   hashes of spec and data) is the single source of truth for `--resume`; `weights.npz` (the
@@ -153,12 +156,45 @@ def describe(cfg: TrainConfig) -> str:
             + (f", early stopping on {es.monitor} (patience {es.patience})" if es else ""))
 
 
+# --- regularization ----------------------------------------------------------------------------
+
+
+def regularization(model: Model, weights: dict[str, np.ndarray],
+                   need_grad: bool = True) -> tuple[float, dict[str, np.ndarray]]:
+    """Keras's L1L2 kernel regularizers (the `l1=`/`l2=` options, on the weights each kind's
+    `regularized(opts)` names): the penalty l1 * sum|w| + l2 * sum(w^2), summed over layers, which
+    Keras adds to the loss it minimizes and reports (training and validation alike:
+    Model.compute_loss adds `self.losses`), and its gradient l1 * sign(w) + 2 * l2 * w per weight."""
+    total = 0.0
+    grads: dict[str, np.ndarray] = {}
+    for layer in model.layers:
+        l1, l2 = float(layer.options.get("l1", 0.0) or 0.0), float(layer.options.get("l2", 0.0) or 0.0)
+        if not (l1 or l2):
+            continue
+        for short in layer.spec.regularized(layer.options):
+            name = f"{layer.name}.{short}"
+            w = weights[name]
+            if l1:
+                total += l1 * float(np.abs(w).sum(dtype=np.float64))
+            if l2:
+                total += l2 * float(np.square(w).sum(dtype=np.float64))
+            if need_grad:
+                g = np.zeros_like(w)
+                if l1:
+                    g += w.dtype.type(l1) * np.sign(w)
+                if l2:
+                    g += w.dtype.type(2 * l2) * w
+                grads[name] = g
+    return total, grads
+
+
 # --- evaluation --------------------------------------------------------------------------------
 
 
 def evaluate(net, x: np.ndarray, y: np.ndarray, loss: str, metrics: tuple[str, ...],
              batch_size: int = 256) -> dict[str, float]:
-    """Loss (the mean over samples) and metrics of `net` on (x, y), dropout off."""
+    """Loss (the mean over samples, plus the l1/l2 penalty as Keras's evaluate adds it) and
+    metrics of `net` on (x, y), dropout off."""
     kind = accuracy_kind(loss, net.model.output_shape[-1])
     total, hits, counted = 0.0, 0.0, 0
     for s in range(0, len(x), batch_size):
@@ -169,7 +205,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray, loss: str, metrics: tuple[str, .
         if "accuracy" in metrics:
             h, c = correct(kind, z, yb, net.final_activation)
             hits, counted = hits + h, counted + c
-    out = {"loss": total / len(x)}
+    out = {"loss": total / len(x) + regularization(net.model, net.weights, need_grad=False)[0]}
     if "accuracy" in metrics:
         out["accuracy"] = hits / counted
     return out
@@ -411,10 +447,15 @@ class Trainer:
                 xb, yb = self.x[idx], self.y[idx]
                 z = net.forward(xb, training=True, rng=rng)
                 value, dz = loss_and_grad(cfg.loss, z, yb, net.final_activation)
+                penalty, penalty_grads = regularization(self.model, net.weights)  # the weights of this step
+                value += penalty
                 if not math.isfinite(value):
                     raise UserError(f"the loss became {value} in epoch {epoch + 1}, step {step + 1}: training diverged",
                                     exit_code=1, help="lower the learning rate (--lr)")
-                self.opt.step(net.weights, net.backward(dz))
+                grads = net.backward(dz)
+                for name, g in penalty_grads.items():
+                    grads[name] = grads[name] + g
+                self.opt.step(net.weights, grads)
                 total += value * len(idx)
                 logs = {"loss": total / ((step * cfg.batch_size) + len(idx))}
                 if "accuracy" in cfg.metrics:

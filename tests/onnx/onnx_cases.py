@@ -11,6 +11,8 @@ import numpy as np
 from nnc.checker import check_file, check_source
 from nnc.model import Model
 
+from more_cases import MORE_SPECS
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "contract"
 CONTRACT = sorted(DATA.glob("*.nnspec"))
 CONTRACT_IDS = [p.stem for p in CONTRACT]
@@ -57,6 +59,38 @@ OPTION_SPECS: dict[str, str] = {
     "conv1d_into_gru": "input x: float32[12, 3]\nconv1d 4 kernel=3\nmaxpool1d 2\ngru 5",
     "embedding_lstm_dense": "input t: int64[9] vocab=30\nembedding 4\nlstm 3 return_sequences=true\ndense 2 activation=softmax",
 }
+OPTION_SPECS.update(MORE_SPECS)  # the kinds and options of "More kinds and options" (more_cases.py)
+
+# The recurrent options of "More kinds and options": bidirectional with each merge, go_backwards,
+# dropout (the identity in the graph), and activations the ONNX operators do not run everywhere
+# (unrolled); tests/onnx/test_onnx_recurrent.py runs them in every opset.
+RECURRENT_SPECS: dict[str, str] = {
+    "rnn_bidirectional": "input x: float32[5, 3]\nrnn 4 bidirectional=true return_sequences=true\n"
+                         "rnn 3 bidirectional=true merge=ave",
+    "lstm_bidirectional": "input x: float32[5, 3]\nlstm 4 bidirectional=true merge=sum return_sequences=true\n"
+                          "lstm 3 bidirectional=true merge=mul",
+    "gru_bidirectional": "input x: float32[5, 3]\ngru 4 bidirectional=true merge=mul return_sequences=true\n"
+                         "gru 3 bidirectional=true reset_after=false merge=ave return_sequences=true\ngru 2 bidirectional=true",
+    "recurrent_go_backwards": "input x: float32[5, 3]\nrnn 4 go_backwards=true return_sequences=true\n"
+                              "lstm 4 go_backwards=true return_sequences=true\ngru 3 go_backwards=true return_sequences=true\n"
+                              "gru 2 go_backwards=true reset_after=false return_sequences=true\nlstm 3 go_backwards=true",
+    "recurrent_dropout": "input x: float32[5, 3]\nlstm 4 dropout=0.3 recurrent_dropout=0.4 return_sequences=true\n"
+                         "gru 3 dropout=0.5 bidirectional=true return_sequences=true\nrnn 2 recurrent_dropout=0.2",
+    "lstm_activations": "input x: float32[4, 3]\nlstm 3 activation=relu recurrent_activation=hard_sigmoid return_sequences=true\n"
+                        "lstm 3 activation=gelu recurrent_activation=softsign bidirectional=true return_sequences=true\n"
+                        "lstm 2 activation=softmax recurrent_activation=tanh go_backwards=true",
+    "gru_activations": "input x: float32[4, 3]\ngru 3 activation=elu recurrent_activation=hard_sigmoid return_sequences=true\n"
+                       "gru 3 activation=silu reset_after=false go_backwards=true return_sequences=true\n"
+                       "gru 2 activation=log_softmax recurrent_activation=relu6 bidirectional=true merge=sum",
+    "rnn_activations": "input x: float32[4, 3]\nrnn 3 activation=selu bidirectional=true merge=mul return_sequences=true\n"
+                       "rnn 3 activation=mish go_backwards=true return_sequences=true\nrnn 2 activation=leaky_relu go_backwards=true",
+    # the operators' own activations, with their alphas and betas, in both directions
+    "recurrent_operator_activations": (
+        "input x: float32[4, 3]\nlstm 3 activation=leaky_relu recurrent_activation=hard_sigmoid bidirectional=true "
+        "return_sequences=true\ngru 3 activation=softplus recurrent_activation=elu go_backwards=true return_sequences=true\n"
+        "rnn 3 activation=linear bidirectional=true merge=ave return_sequences=true\nrnn 2 activation=softsign"),
+}
+OPTION_SPECS.update(RECURRENT_SPECS)
 
 
 def option_model(name: str) -> Model:
@@ -79,6 +113,8 @@ def random_weights(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
     for name, shape in model.weight_shapes().items():
         fan = shape[-2] if len(shape) >= 2 else shape[-1]
         out[name] = (rng.standard_normal(shape) / np.sqrt(max(fan, 1))).astype(np.float32)
+        if name.endswith(".moving_variance"):  # a variance is positive
+            out[name] = (np.abs(out[name]) + 0.5).astype(np.float32)
     return out
 
 

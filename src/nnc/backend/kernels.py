@@ -6,6 +6,9 @@ A kernel is a small class built from one checked layer (nnc.model.Layer):
     y, cache = k.forward(x, w, training, rng)      # w: {"kernel": ..., "bias": ...} (Keras layouts)
     dx, dw = k.backward(dy, w, cache, need_dx)     # dw has the same short names as w
 
+Neither writes into x or dy: a block hands the same arrays to several branches (Network passes
+them read-only there, and tests/backend/test_backend_blocks.py runs every kernel so).
+
 Everything is vectorized over the batch: a convolution is one im2col copy (a loop over the
 kh*kw window offsets, each a whole-batch slice) and one matrix product; a recurrent layer
 projects the inputs of all time steps in one matrix product and loops only over time, with
@@ -21,17 +24,20 @@ LSTM gates i, f, c, o; GRU gates z, r, h with h = z*h_prev + (1-z)*h~; dropout i
 
 from __future__ import annotations
 
+import math
 from itertools import product
 from math import prod
 
 import numpy as np
 
 from ..errors import UserError
+from ..kinds import SELU_ALPHA, SELU_SCALE
 from . import parallel
 from .parallel import BLAS
 
 # --- activations ------------------------------------------------------------------------------
-# Each backward is written in terms of the activation's output y, so a layer caches only y.
+# Each backward is written in terms of the activation's output y where it can be, so a layer
+# caches only y; the few in NEEDS_INPUT (gelu, silu, mish) need the input x as well.
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -50,7 +56,46 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e
 
 
+def _c(x: np.ndarray, value: float):
+    """A constant in x's dtype (float32 stays float32)."""
+    return x.dtype.type(value) if x.dtype.kind == "f" else value
+
+
+_erf_scalar = np.frompyfunc(math.erf, 1, 1)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise, to float64 accuracy (math.erf, correctly rounded to
+    within an ulp; numpy has none). Only |x| < 6 is computed: beyond, erf is +-1 in float64."""
+    x = np.asarray(x)
+    out = np.sign(x).astype(np.float64)
+    inner = np.abs(x) < 6.0
+    if inner.any():
+        out[inner] = _erf_scalar(x[inner].astype(np.float64)).astype(np.float64)
+    return out.astype(x.dtype) if x.dtype.kind == "f" else out
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow, and exact for large |x|
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+def leaky_relu(x: np.ndarray, slope: float) -> np.ndarray:
+    return np.where(x > 0, x, x * _c(x, slope))
+
+
+def elu(x: np.ndarray, alpha: float) -> np.ndarray:
+    return np.where(x > 0, x, _c(x, alpha) * np.expm1(np.minimum(x, 0)))
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+GELU_TANH_C = 0.044715
+NEEDS_INPUT = frozenset({"gelu", "gelu_tanh", "silu", "swish", "mish"})
+"""Activations whose derivative needs the input x, not only the output y."""
+
+
 def activate(name: str, x: np.ndarray) -> np.ndarray:
+    """keras.activations.NAME(x) with its defaults (nnc.kinds.ACTIVATIONS)."""
     if name == "linear":
         return x
     if name == "relu":
@@ -61,11 +106,38 @@ def activate(name: str, x: np.ndarray) -> np.ndarray:
         return np.tanh(x)
     if name == "softmax":
         return softmax(x)
+    if name == "leaky_relu":
+        return leaky_relu(x, 0.2)
+    if name == "elu":
+        return elu(x, 1.0)
+    if name == "selu":
+        return _c(x, SELU_SCALE) * elu(x, SELU_ALPHA)
+    if name == "gelu":  # exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+        return _c(x, 0.5) * x * (1 + erf(x * _c(x, 1 / math.sqrt(2.0))))
+    if name == "gelu_tanh":
+        return _c(x, 0.5) * x * (1 + np.tanh(_c(x, SQRT_2_OVER_PI) * (x + _c(x, GELU_TANH_C) * x * x * x)))
+    if name in ("silu", "swish"):
+        return x * sigmoid(x)
+    if name == "softplus":
+        return softplus(x)
+    if name == "softsign":
+        return x / (1 + np.abs(x))
+    if name == "hard_sigmoid":  # Keras 3: relu6(x + 3) / 6
+        return np.clip(x + _c(x, 3.0), 0, 6) / _c(x, 6.0)
+    if name == "relu6":
+        return np.clip(x, 0, 6)
+    if name == "mish":
+        return x * np.tanh(softplus(x))
+    if name == "log_softmax":
+        s = x - x.max(axis=-1, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
     raise ValueError(f"unknown activation {name!r}")
 
 
-def activate_backward(name: str, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """dL/dx from dL/dy and y = activation(x)."""
+def activate_backward(name: str, y: np.ndarray, dy: np.ndarray, x: np.ndarray | None = None) -> np.ndarray:
+    """dL/dx from dL/dy and y = activation(x); the activations in NEEDS_INPUT need x too."""
+    if name in NEEDS_INPUT and x is None:
+        raise ValueError(f"the derivative of {name} needs its input")
     if name == "linear":
         return dy
     if name == "relu":
@@ -77,21 +149,57 @@ def activate_backward(name: str, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     if name == "softmax":
         # Jacobian diag(y) - y y^T, applied row by row
         return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+    if name == "leaky_relu":  # y > 0 exactly where x > 0
+        return np.where(y > 0, dy, dy * _c(dy, 0.2))
+    if name == "elu":  # x <= 0: y = e^x - 1, so dy/dx = y + 1
+        return np.where(y > 0, dy, dy * (y + 1))
+    if name == "selu":  # x <= 0: dy/dx = scale alpha e^x = y + scale alpha
+        return np.where(y > 0, dy * _c(dy, SELU_SCALE), dy * (y + _c(dy, SELU_SCALE * SELU_ALPHA)))
+    if name == "gelu":  # Phi(x) + x phi(x), Phi(x) = y / x (0.5 at x = 0)
+        nz = x != 0
+        cdf = np.where(nz, y / np.where(nz, x, 1), _c(x, 0.5))
+        pdf = np.exp(x * x * _c(x, -0.5)) * _c(x, 1 / math.sqrt(2 * math.pi))
+        return dy * (cdf + x * pdf)
+    if name == "gelu_tanh":
+        x2 = x * x
+        t = np.tanh(_c(x, SQRT_2_OVER_PI) * (x + _c(x, GELU_TANH_C) * x2 * x))
+        du = _c(x, SQRT_2_OVER_PI) * (1 + _c(x, 3 * GELU_TANH_C) * x2)
+        return dy * (_c(x, 0.5) * (1 + t) + _c(x, 0.5) * x * (1 - t * t) * du)
+    if name in ("silu", "swish"):  # s + x s (1 - s) = s + y (1 - s)
+        s = sigmoid(x)
+        return dy * (s + y * (1 - s))
+    if name == "softplus":  # sigmoid(x) = 1 - e^-y
+        return dy * -np.expm1(-y)
+    if name == "softsign":  # 1 / (1 + |x|)^2 = (1 - |y|)^2
+        return dy * np.square(1 - np.abs(y))
+    if name == "hard_sigmoid":
+        return dy * ((y > 0) & (y < 1)) / _c(dy, 6.0)
+    if name == "relu6":
+        return dy * ((y > 0) & (y < 6))
+    if name == "mish":  # tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x)
+        t = np.tanh(softplus(x))
+        return dy * (t + x * (1 - t * t) * sigmoid(x))
+    if name == "log_softmax":  # dy - softmax(x) * sum(dy)
+        return dy - np.exp(y) * dy.sum(axis=-1, keepdims=True)
     raise ValueError(f"unknown activation {name!r}")
 
 
 class Activation:
-    """relu, sigmoid, tanh, softmax layers, and the activation option of dense and conv layers
-    (Network runs it as a step of its own, so that a final softmax/sigmoid can be left to the loss)."""
+    """Every activation as a layer (relu, gelu, log_softmax, ...: nnc.kinds.ACTIVATIONS), and the
+    activation option of dense and conv layers (Network runs it as a step of its own, so that a
+    final softmax/sigmoid can be left to the loss). Caches y, and x where the derivative needs it."""
 
     def __init__(self, layer=None, name: str | None = None):
         self.name = name if name is not None else layer.kind
 
     def forward(self, x, w, training=False, rng=None):
         y = activate(self.name, x)
-        return y, y
+        return y, ((x, y) if self.name in NEEDS_INPUT else y)
 
     def backward(self, dy, w, cache, need_dx=True):
+        if self.name in NEEDS_INPUT:
+            x, y = cache
+            return activate_backward(self.name, y, dy, x), {}
         return activate_backward(self.name, cache, dy), {}
 
 
@@ -115,6 +223,10 @@ class _Windowed:
         self.pads = spec.pads(layer.options, layer.input_shape)
         self.padded = any(p != (0, 0) for p in self.pads)
         self.offsets = list(product(*(range(k) for k in self.window)))
+        # dilated convolutions: tap `off` of the window reads the input at off * dilation
+        self.dilation = tuple(spec.dilations(layer.options))
+        self.dilated = any(d > 1 for d in self.dilation)
+        self.starts = [tuple(o * d for o, d in zip(off, self.dilation)) for off in self.offsets]
 
     def pad(self, x, value=0.0):
         if not self.padded:
@@ -133,12 +245,16 @@ class _Windowed:
 class Conv(_Windowed):
     """conv1d and conv2d: im2col and one matrix product with the kernel viewed as
     [kh*kw*in, filters]. With a bias, the columns end in a column of ones and the bias rides in
-    the product as the kernel's last row: no separate pass to add it or to sum its gradient."""
+    the product as the kernel's last row: no separate pass to add it or to sum its gradient.
+    dilation: im2col reads tap `off` at off * dilation (kinds' pads cover the dilated window;
+    causal padding is all at the begin). groups > 1: the columns regrouped per group and one
+    batched product [groups, rows, window*in/groups] @ [groups, window*in/groups, filters/groups]."""
 
     def __init__(self, layer):
         super().__init__(layer)
         self.filters = layer.options["filters"]
         self.use_bias = layer.options["use_bias"]
+        self.groups = layer.options.get("groups", 1)
 
     def im2col(self, x):
         """[n*prod(out), prod(window)*in (+1 for the bias)], rows in Keras's kernel order."""
@@ -149,7 +265,7 @@ class Conv(_Windowed):
         if self.use_bias:
             cols[..., k] = 1
         body = cols[..., :k]
-        if self.window[-1] * c >= 16:
+        if self.window[-1] * c >= 16 and self.dilation[-1] == 1:
             # one copy from a strided view: along the last spatial axis a window's elements and
             # their channels are contiguous in memory (kw*in values), so the view is
             # [n, *out, *window[:-1], kw*in] and the copy moves long contiguous runs
@@ -157,7 +273,7 @@ class Conv(_Windowed):
             d = len(self.out)
             shape = (n,) + self.out + self.window[:-1] + (self.window[-1] * c,)
             strides = ((st[0],) + tuple(st[1 + a] * self.strides[a] for a in range(d))
-                       + tuple(st[1 + a] for a in range(d - 1)) + (st[-1],))
+                       + tuple(st[1 + a] * self.dilation[a] for a in range(d - 1)) + (st[-1],))
             view = np.lib.stride_tricks.as_strided(xp, shape, strides, writeable=False)
             np.copyto(np.reshape(body, shape, copy=False), view)
         else:
@@ -165,8 +281,8 @@ class Conv(_Windowed):
             # blocks[n, *out, *window, c] (the row order of the Keras kernel [*window, in, out])
             blocks = np.reshape(body, (n,) + self.out + self.window + (c,), copy=False)
             lead = (slice(None),) * (1 + len(self.out))
-            for off in self.offsets:
-                blocks[lead + off] = xp[_window_slices(off, self.strides, self.out)]
+            for off, start in zip(self.offsets, self.starts):
+                blocks[lead + off] = xp[_window_slices(start, self.strides, self.out)]
         return cols.reshape(n * prod(self.out), -1)
 
     def _matrix(self, w):
@@ -175,10 +291,49 @@ class Conv(_Windowed):
 
     def forward(self, x, w, training=False, rng=None):
         cols = self.im2col(x)
-        y = cols @ self._matrix(w)
+        if self.groups > 1:
+            cols = self._group_cols(cols, x.shape[-1])
+            y = np.matmul(cols, self._group_kernel(w["kernel"]))  # [groups, rows, filters/groups]
+            y = y.transpose(1, 0, 2).reshape(-1, self.filters)
+            if self.use_bias:
+                y += w["bias"]
+        else:
+            y = cols @ self._matrix(w)
         return y.reshape((x.shape[0],) + self.out + (self.filters,)), (cols, x.shape)
 
+    def _group_cols(self, cols, c):
+        """groups > 1: im2col's columns [rows, window*in] (+ the ones column, dropped) regrouped
+        as [groups, rows, window*in/groups], each group's columns in its kernel's row order."""
+        g = self.groups
+        body = cols[:, : prod(self.window) * c].reshape(cols.shape[0], prod(self.window), g, c // g)
+        return np.ascontiguousarray(body.transpose(2, 0, 1, 3)).reshape(g, cols.shape[0], -1)
+
+    def _group_kernel(self, kernel):
+        """[*window, in/groups, filters] as [groups, window*in/groups, filters/groups]: output
+        channel f belongs to group f // (filters/groups), which reads input channels
+        g*in/groups .. (g+1)*in/groups - 1 (Keras's, TensorFlow's and PyTorch's grouping)."""
+        g = self.groups
+        k = kernel.reshape(-1, g, self.filters // g)  # rows (window, in/groups)
+        return k.transpose(1, 0, 2)
+
+    def _group_backward(self, dy, w, cache, need_dx):
+        cols, xshape = cache  # cols: [groups, rows, window*in/groups]
+        g, kernel = self.groups, w["kernel"]
+        dyg = dy.reshape(-1, g, self.filters // g).transpose(1, 0, 2)  # [groups, rows, filters/groups]
+        gk = np.matmul(cols.transpose(0, 2, 1), dyg)  # [groups, window*in/groups, filters/groups]
+        grads = {"kernel": gk.reshape(g, -1, self.filters // g).transpose(1, 0, 2).reshape(kernel.shape)}
+        if self.use_bias:
+            grads["bias"] = dy.reshape(-1, self.filters).sum(axis=0)
+        if not need_dx:
+            return None, grads
+        n, c = xshape[0], xshape[-1]
+        dcols = np.matmul(dyg, self._group_kernel(kernel).transpose(0, 2, 1))  # [groups, rows, window*in/groups]
+        dcols = dcols.reshape(g, -1, prod(self.window), c // g).transpose(1, 2, 0, 3).reshape(-1, prod(self.window) * c)
+        return self.unpad(self.col2im(dcols, n, c)), grads
+
     def backward(self, dy, w, cache, need_dx=True):
+        if self.groups > 1:
+            return self._group_backward(dy, w, cache, need_dx)
         cols, xshape = cache
         kernel = w["kernel"]
         dy2 = dy.reshape(-1, self.filters)
@@ -198,6 +353,12 @@ class Conv(_Windowed):
         overlap, and each of their kw*in values is contiguous: so one addition per offset of the
         other axes and per residue r mod g, each moving runs of kw*in values."""
         dxp = np.zeros(self.padded_shape(n, c), dtype=dcols.dtype)
+        if self.dilated:  # dilated taps: one addition per window offset, each over the whole batch
+            dc = dcols.reshape((n,) + self.out + self.window + (c,))
+            lead = (slice(None),) * (1 + len(self.out))
+            for off, start in zip(self.offsets, self.starts):
+                dxp[_window_slices(start, self.strides, self.out)] += dc[lead + off]
+            return dxp
         d = len(self.out)
         kw, sw, wo = self.window[-1], self.strides[-1], self.out[-1]
         g = -(-kw // sw)
@@ -482,15 +643,18 @@ class _Recurrent:
         return dkernel, dx
 
 
-class Rnn(_Recurrent):
-    """SimpleRNN: h_t = act(x_t W + h_{t-1} U + b)."""
+class _RnnCore(_Recurrent):
+    """SimpleRNN, one direction: h_t = act((x_t * m) W + b + (h_{t-1} * mr) U), with Keras's
+    dropout masks m [N, 1, D] and mr [N, 1, u] (training only; None for none), the same at
+    every step. The layer kernel is Rnn (below)."""
 
     def __init__(self, layer):
         super().__init__(layer)
         self.activation = layer.options["activation"]
 
-    def forward(self, x, w, training=False, rng=None):
-        xt = self.time_major(x)
+    def forward(self, x, w, training=False, masks=(None, None)):
+        mi, mr = masks
+        xt = self.time_major(x if mi is None else x * mi)  # mi broadcasts over the steps
         T, N, D = xt.shape
         u = self.units
         Z = (xt.reshape(T * N, D) @ w["kernel"] + w["bias"]).reshape(T, N, u)
@@ -498,13 +662,13 @@ class Rnn(_Recurrent):
         H = np.zeros((T + 1, N, u), dtype=Z.dtype)
         with BLAS.one_thread():  # the per-step products are too small to share
             for t in range(T):
-                a = H[t] @ U
-                a += Z[t]
-                H[t + 1] = activate(self.activation, a)
-        return self.output(H), (xt, H)
+                # Z becomes the pre-activations (gelu, silu, mish need them in backward)
+                Z[t] += (H[t] if mr is None else H[t] * mr[:, 0]) @ U
+                H[t + 1] = activate(self.activation, Z[t])
+        return self.output(H), (xt, H, Z if self.activation in NEEDS_INPUT else None, mi, mr)
 
     def backward(self, dy, w, cache, need_dx=True):
-        xt, H = cache
+        xt, H, Z, mi, mr = cache
         T = xt.shape[0]
         dH = self.dh_steps(dy, T)
         U_T = w["recurrent_kernel"].T
@@ -513,20 +677,25 @@ class Rnn(_Recurrent):
         with BLAS.one_thread():  # the per-step products are too small to share
             for t in range(T - 1, -1, -1):
                 dh += dH[t]
-                dA[t] = activate_backward(self.activation, H[t + 1], dh)
+                dA[t] = activate_backward(self.activation, H[t + 1], dh, None if Z is None else Z[t])
                 dh = dA[t] @ U_T
+                if mr is not None:
+                    dh *= mr[:, 0]
         u = self.units
         dkernel, dx = self.input_grads(xt, dA, w, need_dx)
+        Hp = H[:-1] if mr is None else H[:-1] * mr[:, 0]
         grads = {
             "kernel": dkernel,
-            "recurrent_kernel": H[:-1].reshape(-1, u).T @ dA.reshape(-1, u),
+            "recurrent_kernel": Hp.reshape(-1, u).T @ dA.reshape(-1, u),
             "bias": dA.sum(axis=(0, 1)),
         }
+        if dx is not None and mi is not None:
+            dx = dx * mi
         return dx, grads
 
 
-class Lstm(_Recurrent):
-    """LSTM, Keras gate order i, f, c, o, recurrent activation sigmoid, activation tanh:
+class _LstmFast(_Recurrent):
+    """LSTM, one direction, the default activations (the layer kernel is Lstm, below): Keras gate order i, f, c, o, recurrent activation sigmoid, activation tanh:
         i, f, o = sigmoid(a_i, a_f, a_o);  g = tanh(a_c)
         c_t = f*c_{t-1} + i*g;  h_t = o*tanh(c_t)
     Laid out for speed, not for reading like Keras: states are kept transposed ([units, batch])
@@ -686,8 +855,8 @@ class Lstm(_Recurrent):
         return dx, grads
 
 
-class Gru(_Recurrent):
-    """GRU, Keras gate order z, r, h, recurrent activation sigmoid, activation tanh,
+class _GruFast(_Recurrent):
+    """GRU, one direction, the default activations (the layer kernel is Gru, below): Keras gate order z, r, h, recurrent activation sigmoid, activation tanh,
     h_t = z*h_{t-1} + (1-z)*h~.
     reset_after=True (Keras 3's default): bias [2, 3u], row 0 for the input, row 1 for the
         recurrent projection; h~ = tanh(x Wh + b_in_h + r * (h Wrh + b_rec_h)).
@@ -817,6 +986,579 @@ class Gru(_Recurrent):
                 dx2 = dA2.T @ W.T
         dx = dx2.reshape(T, N, D).transpose(1, 0, 2) if need_dx else None
         return dx, grads
+
+
+# --- recurrent layers with every option: general cores, masks, directions -----------------------
+# The fast cores above (_LstmFast, _GruFast) compute the default activations without dropout on
+# the recurrent state; the general cores below compute any activation pair (kernels.activate)
+# and Keras 3's dropout masks, gate-major ([steps, gates, batch, units] arrays). Masks are Keras's
+# DropoutRNNCell's: drawn once per sequence and applied at every step, in training only, as
+# [batch, k, features] with k = 1 (one mask for every gate) or k = gates (one per gate: what
+# LSTM and GRU draw when recurrent_dropout > 0, Keras's implementation 1).
+
+
+def _gates_in(xt, W, m, gates):
+    """The input projection of every step, gate-major: (xt * mask_g) @ W_g as [T, gates, N, u]
+    from xt [T, N, D], W [D, gates*u] (Keras's gate blocks side by side) and the masks m
+    [N, k, D] (None: none; k = 1: one for every gate)."""
+    T, N, D = xt.shape
+    u = W.shape[1] // gates
+    out = np.empty((T, gates, N, u), dtype=np.result_type(xt, W))
+    if m is None or m.shape[1] == 1:
+        xm = xt if m is None else xt * m[:, 0]
+        out[:] = (xm.reshape(T * N, D) @ W).reshape(T, N, gates, u).transpose(0, 2, 1, 3)
+        return out
+    for g in range(gates):
+        out[:, g] = ((xt * m[:, g]).reshape(T * N, D) @ W[:, g * u : (g + 1) * u]).reshape(T, N, u)
+    return out
+
+
+def _gates_in_backward(xt, W, m, dA, gates, need_dx):
+    """The gradients of _gates_in: dW [D, gates*u] and dx [T, N, D] (None unless need_dx) from
+    dA [T, gates, N, u]. Also the recurrent kernel's gradient, with h_{t-1} for xt."""
+    T, N, D = xt.shape
+    u = W.shape[1] // gates
+    if m is None or m.shape[1] == 1:
+        dA2 = dA.transpose(0, 2, 1, 3).reshape(T * N, gates * u)
+        xm = xt if m is None else xt * m[:, 0]
+        dW = xm.reshape(T * N, D).T @ dA2
+        dx = (dA2 @ W.T).reshape(T, N, D) if need_dx else None
+        if dx is not None and m is not None:
+            dx *= m[:, 0]
+        return dW, dx
+    dW = np.empty(W.shape, dtype=dA.dtype)
+    dx = np.zeros((T, N, D), dtype=dA.dtype) if need_dx else None
+    for g in range(gates):
+        sl = slice(g * u, (g + 1) * u)
+        dAg = dA[:, g].reshape(T * N, u)
+        dW[:, sl] = (xt * m[:, g]).reshape(T * N, D).T @ dAg
+        if need_dx:
+            dx += (dAg @ W[:, sl].T).reshape(T, N, D) * m[:, g]
+    return dW, dx
+
+
+def _gate_kernels(U, gates):
+    """U [u, gates*u] as [gates, u, u] (U_g = U[:, g*u:(g+1)*u]) and its transposes."""
+    u = U.shape[0]
+    Ug = np.ascontiguousarray(U.reshape(u, gates, u).transpose(1, 0, 2))
+    return Ug, np.ascontiguousarray(Ug.transpose(0, 2, 1))
+
+
+def _gate_masks(m):
+    """Masks [N, k, u] gate-major, [k, N, u] (None stays None)."""
+    return None if m is None else np.ascontiguousarray(m.transpose(1, 0, 2))
+
+
+def _masked_sum(d, mg):
+    """dL/dh_{t-1} = sum_g d_g * mask_g from d [gates, N, u] and the masks [k, N, u]."""
+    if mg is None:
+        return d.sum(axis=0)
+    if mg.shape[0] == 1:
+        return d.sum(axis=0) * mg[0]
+    return (d * mg).sum(axis=0)
+
+
+class _LstmGeneral(_Recurrent):
+    """LSTM, one direction, any activation and recurrent activation, Keras's dropout masks:
+        a_g = (x * m_g) W_g + b_g + (h_{t-1} * mr_g) U_g  for the gates g = i, f, c, o
+        i, f, o = ract(a_i, a_f, a_o);  g = act(a_c);  c_t = f*c_{t-1} + i*g;  h_t = o*act(c_t)
+    Arrays are gate-major ([steps, gates, batch, units]): each gate a contiguous block, each
+    activation one call over the gates that share it (softmax runs over a gate's units, as in
+    Keras), the masked recurrent products of a step one batched product."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.act = layer.options["activation"]
+        self.ract = layer.options["recurrent_activation"]
+
+    def _activate(self, out, a):
+        if self.act == self.ract:
+            out[:] = activate(self.act, a)
+            return
+        out[:2] = activate(self.ract, a[:2])  # i, f
+        out[2] = activate(self.act, a[2])  # c
+        out[3] = activate(self.ract, a[3])  # o
+
+    def _activate_backward(self, out, v, dv, a):
+        if self.act == self.ract:
+            out[:] = activate_backward(self.act, v, dv, a)
+            return
+        out[:2] = activate_backward(self.ract, v[:2], dv[:2], a[:2])
+        out[2] = activate_backward(self.act, v[2], dv[2], a[2])
+        out[3] = activate_backward(self.ract, v[3], dv[3], a[3])
+
+    def forward(self, x, w, training=False, masks=(None, None)):
+        mi, mr = masks
+        xt = self.time_major(x)
+        T, N, D = xt.shape
+        u = self.units
+        Ug, _ = _gate_kernels(w["recurrent_kernel"], 4)
+        mrg = _gate_masks(mr)
+        A = _gates_in(xt, w["kernel"], mi, 4)  # becomes the gates' pre-activations
+        A += w["bias"].reshape(4, 1, u)
+        V = np.empty_like(A)  # gate values i, f, g, o
+        H = np.zeros((T + 1, N, u), dtype=A.dtype)
+        C = np.zeros((T + 1, N, u), dtype=A.dtype)
+        TC = np.empty((T, N, u), dtype=A.dtype)  # act(c_t)
+        with BLAS.one_thread():  # the per-step products are too small to share
+            for t in range(T):
+                if t:  # h_0 = 0
+                    A[t] += np.matmul(H[t] if mrg is None else H[t] * mrg, Ug)
+                self._activate(V[t], A[t])
+                i, f, g, o = V[t]
+                c = C[t + 1]
+                np.multiply(f, C[t], out=c)
+                c += i * g
+                TC[t] = activate(self.act, c)
+                np.multiply(o, TC[t], out=H[t + 1])
+        return self.output(H), (xt, A, V, H, C, TC, mi, mr)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xt, A, V, H, C, TC, mi, mr = cache
+        T, N, D = xt.shape
+        u = self.units
+        U = w["recurrent_kernel"]
+        _, UgT = _gate_kernels(U, 4)
+        mrg = _gate_masks(mr)
+        dH = self.dh_steps(dy, T)
+        dA = np.empty_like(A)
+        dV = np.empty((4, N, u), dtype=A.dtype)
+        dh = np.zeros((N, u), dtype=A.dtype)
+        dc = np.zeros((N, u), dtype=A.dtype)
+        with BLAS.one_thread():
+            for t in range(T - 1, -1, -1):
+                dh += dH[t]
+                i, f, g, o = V[t]
+                dc += activate_backward(self.act, TC[t], dh * o, C[t + 1])
+                np.multiply(dc, g, out=dV[0])  # d i
+                np.multiply(dc, C[t], out=dV[1])  # d f
+                np.multiply(dc, i, out=dV[2])  # d g
+                np.multiply(dh, TC[t], out=dV[3])  # d o
+                self._activate_backward(dA[t], V[t], dV, A[t])
+                dc *= f
+                dh = _masked_sum(np.matmul(dA[t], UgT), mrg)
+        dW, dx = _gates_in_backward(xt, w["kernel"], mi, dA, 4, need_dx)
+        grads = {"kernel": dW, "recurrent_kernel": _gates_in_backward(H[:-1], U, mr, dA, 4, False)[0],
+                 "bias": dA.sum(axis=(0, 2)).reshape(-1)}
+        return (dx.transpose(1, 0, 2) if dx is not None else None), grads
+
+
+class _GruGeneral(_Recurrent):
+    """GRU, one direction, any activation and recurrent activation, Keras's dropout masks (gates
+    z, r, h; mr_g masks h_{t-1} in gate g's recurrent product):
+        z = ract((x*m_z) W_z + b_z + (h*mr_z) U_z (+ b'_z)),  r likewise
+        reset_after:  h~ = act((x*m_h) W_h + b_h + r * ((h*mr_h) U_h + b'_h))
+        else:         h~ = act((x*m_h) W_h + b_h + (r * (h*mr_h)) U_h)
+        h_t = z*h_{t-1} + (1-z)*h~
+    Gate-major, as the LSTM's."""
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.act = layer.options["activation"]
+        self.ract = layer.options["recurrent_activation"]
+        self.reset_after = layer.options["reset_after"]
+
+    @staticmethod
+    def _zr_masks(mrg):
+        """The masks of z and r's recurrent products, and of h~'s ([k, N, u] each; or None)."""
+        if mrg is None:
+            return None, None
+        return (mrg, mrg[0]) if mrg.shape[0] == 1 else (mrg[:2], mrg[2])
+
+    def forward(self, x, w, training=False, masks=(None, None)):
+        mi, mr = masks
+        xt = self.time_major(x)
+        T, N, D = xt.shape
+        u = self.units
+        Ug, _ = _gate_kernels(w["recurrent_kernel"], 3)
+        bias = w["bias"]
+        mrg = _gate_masks(mr)
+        mzr, mh = self._zr_masks(mrg)
+        P = _gates_in(xt, w["kernel"], mi, 3)  # becomes the pre-activations of z, r, h~
+        P += (bias[0] if self.reset_after else bias).reshape(3, 1, u)
+        b_rec = bias[1].reshape(3, 1, u) if self.reset_after else None
+        H = np.zeros((T + 1, N, u), dtype=P.dtype)
+        V = np.empty_like(P)  # z, r, h~
+        RH = np.empty((T, N, u), dtype=P.dtype)  # reset_after: (h*mr_h) U_h + b'_h;  else r * (h*mr_h)
+        with BLAS.one_thread():
+            for t in range(T):
+                h = H[t]
+                p = P[t]
+                if self.reset_after:
+                    rec = np.matmul(h if mrg is None else h * mrg, Ug)
+                    rec += b_rec
+                    p[:2] += rec[:2]
+                    RH[t] = rec[2]
+                else:
+                    p[:2] += np.matmul(h if mzr is None else h * mzr, Ug[:2])
+                V[t, :2] = activate(self.ract, p[:2])
+                z, r = V[t, 0], V[t, 1]
+                if self.reset_after:
+                    p[2] += r * RH[t]
+                else:
+                    np.multiply(r, h if mh is None else h * mh, out=RH[t])
+                    p[2] += RH[t] @ Ug[2]
+                V[t, 2] = activate(self.act, p[2])
+                hh = V[t, 2]
+                H[t + 1] = z * h + (1 - z) * hh
+        return self.output(H), (xt, P, V, H, RH, mi, mr)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        xt, P, V, H, RH, mi, mr = cache
+        T, N, D = xt.shape
+        u = self.units
+        U = w["recurrent_kernel"]
+        _, UgT = _gate_kernels(U, 3)
+        mrg = _gate_masks(mr)
+        mzr, mh = self._zr_masks(mrg)
+        dH = self.dh_steps(dy, T)
+        dA = np.empty_like(P)  # d(pre-activations) of z, r, h~: the input side's gradient
+        dRec = np.empty_like(P) if self.reset_after else None  # of the recurrent products (+ b')
+        dV = np.empty((2, N, u), dtype=P.dtype)
+        dh = np.zeros((N, u), dtype=P.dtype)
+        with BLAS.one_thread():
+            for t in range(T - 1, -1, -1):
+                dh += dH[t]
+                h = H[t]
+                z, r, hh = V[t]
+                dah = activate_backward(self.act, hh, dh * (1 - z), P[t, 2])
+                dnext = dh * z
+                np.multiply(dh, h - hh, out=dV[0])  # d z
+                if self.reset_after:
+                    np.multiply(dah, RH[t], out=dV[1])  # d r
+                else:
+                    drh = dah @ UgT[2]  # d(r * (h*mr_h))
+                    np.multiply(drh, h if mh is None else h * mh, out=dV[1])
+                    dnext += drh * r if mh is None else drh * r * mh
+                dA[t, :2] = activate_backward(self.ract, V[t, :2], dV, P[t, :2])
+                dA[t, 2] = dah
+                if self.reset_after:
+                    dRec[t, :2] = dA[t, :2]
+                    np.multiply(dah, r, out=dRec[t, 2])
+                    dnext += _masked_sum(np.matmul(dRec[t], UgT), mrg)
+                else:
+                    dnext += _masked_sum(np.matmul(dA[t, :2], UgT[:2]), mzr)
+                dh = dnext
+        dW, dx = _gates_in_backward(xt, w["kernel"], mi, dA, 3, need_dx)
+        grads = {"kernel": dW}
+        if self.reset_after:
+            grads["recurrent_kernel"] = _gates_in_backward(H[:-1], U, mr, dRec, 3, False)[0]
+            grads["bias"] = np.stack([dA.sum(axis=(0, 2)).reshape(-1), dRec.sum(axis=(0, 2)).reshape(-1)])
+        else:
+            dU = np.empty(U.shape, dtype=P.dtype)
+            mzr_n = None if mr is None else mr if mr.shape[1] == 1 else mr[:, :2]
+            dU[:, : 2 * u] = _gates_in_backward(H[:-1], U[:, : 2 * u], mzr_n, dA[:, :2], 2, False)[0]
+            dU[:, 2 * u :] = RH.reshape(T * N, u).T @ dA[:, 2].reshape(T * N, u)
+            grads["recurrent_kernel"] = dU
+            grads["bias"] = dA.sum(axis=(0, 2)).reshape(-1)
+        return (dx.transpose(1, 0, 2) if dx is not None else None), grads
+
+
+class _RecurrentLayer:
+    """rnn, lstm and gru with every option of LANGUAGE.md: one direction or Keras's
+    Bidirectional (a forward and a go_backwards instance, the latter's sequence flipped back
+    before the merge when return_sequences, as Keras does), go_backwards (the input read from
+    its end; the returned sequence is in reading order, as Keras 3 returns it), dropout and
+    recurrent_dropout (Keras's masks, training only), any activations. The default activations
+    without recurrent dropout run on the fast core, an input dropout mask multiplied in front of
+    it; everything else on the general core.
+    Noise (Network's protocol, draws()): per direction, [n, k, features] for dropout and
+    [n, k, units] for recurrent_dropout, k being 1 or (LSTM, GRU with recurrent_dropout > 0)
+    the number of gates; the forward direction's first."""
+
+    gates = 1
+    fast_core: type | None = None
+    general_core: type
+
+    def __init__(self, layer):
+        o = layer.options
+        self.units = o["units"]
+        self.return_sequences = o["return_sequences"]
+        self.bidirectional = bool(o.get("bidirectional", False))
+        self.merge = o.get("merge", "concat")
+        self.go_backwards = bool(o.get("go_backwards", False))
+        self.dropout = float(o.get("dropout", 0.0))
+        self.recurrent_dropout = float(o.get("recurrent_dropout", 0.0))
+        self.features = layer.input_shape[-1]
+        # one mask per gate where Keras switches to its implementation 1 (recurrent dropout)
+        self.k = self.gates if self.gates > 1 and self.recurrent_dropout > 0 else 1
+        default = o.get("activation", "tanh") == "tanh" and o.get("recurrent_activation", "sigmoid") == "sigmoid"
+        self.fast = self.fast_core(layer) if self.fast_core is not None and default else None
+        self.general = self.general_core(layer)
+
+    def _direction_draws(self, n):
+        shapes = []
+        if self.dropout > 0:
+            shapes.append((n, self.k, self.features))
+        if self.recurrent_dropout > 0:
+            shapes.append((n, self.k, self.units))
+        return shapes
+
+    def draws(self, n):
+        """The uniform draws a training batch of n needs (Network takes them before chunking)."""
+        return self._direction_draws(n) * (2 if self.bidirectional else 1)
+
+    def _masks(self, n, dtype, rng):
+        """(input mask, recurrent mask) of one direction, each None where its rate is 0."""
+        out = []
+        for rate, size in ((self.dropout, self.features), (self.recurrent_dropout, self.units)):
+            if rate <= 0:
+                out.append(None)
+                continue
+            if rng is None:
+                raise ValueError("recurrent dropout in training needs an rng (numpy.random.Generator)")
+            u = rng.random((n, self.k, size), dtype=dtype)
+            out.append((u >= rate).astype(dtype) * dtype.type(1.0 / (1.0 - rate)))  # kept: 1 / (1 - rate)
+        return tuple(out)
+
+    def _forward_direction(self, x, w, training, masks, backwards):
+        if backwards:
+            x = x[:, ::-1]
+        mi, mr = masks
+        if self.fast is not None and mr is None:
+            y, cache = self.fast.forward(x if mi is None else x * mi, w, training)
+            return y, (True, cache, mi, backwards)
+        y, cache = self.general.forward(x, w, training, masks)
+        return y, (False, cache, None, backwards)
+
+    def _backward_direction(self, dy, w, cache, need_dx):
+        fast, c, mi, backwards = cache
+        dx, grads = (self.fast if fast else self.general).backward(dy, w, c, need_dx)
+        if dx is not None:
+            if mi is not None:
+                dx = dx * mi
+            if backwards:
+                dx = dx[:, ::-1]
+        return dx, grads
+
+    def forward(self, x, w, training=False, rng=None):
+        n = x.shape[0]
+        dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)  # rng.random's dtypes
+        noisy = training and (self.dropout > 0 or self.recurrent_dropout > 0)
+        if not self.bidirectional:
+            masks = self._masks(n, dtype, rng) if noisy else (None, None)
+            return self._forward_direction(x, w, training, masks, self.go_backwards)
+        mf = self._masks(n, dtype, rng) if noisy else (None, None)
+        mb = self._masks(n, dtype, rng) if noisy else (None, None)
+        yf, cf = self._forward_direction(x, _prefixed(w, "forward."), training, mf, False)
+        yb, cb = self._forward_direction(x, _prefixed(w, "backward."), training, mb, True)
+        if self.return_sequences:
+            yb = yb[:, ::-1]  # back in the input's order
+        if self.merge == "concat":
+            y = np.concatenate([yf, yb], axis=-1)
+        elif self.merge == "sum":
+            y = yf + yb
+        elif self.merge == "mul":
+            y = yf * yb
+        else:  # ave: (y + y_rev) / 2, as Keras computes it
+            y = (yf + yb) / yf.dtype.type(2)
+        return y, (cf, cb, yf, yb)
+
+    def backward(self, dy, w, cache, need_dx=True):
+        if not self.bidirectional:
+            return self._backward_direction(dy, w, cache, need_dx)
+        cf, cb, yf, yb = cache
+        u = self.units
+        if self.merge == "concat":
+            dyf, dyb = dy[..., :u], dy[..., u:]
+        elif self.merge == "sum":
+            dyf = dyb = dy
+        elif self.merge == "mul":
+            dyf, dyb = dy * yb, dy * yf
+        else:
+            dyf = dyb = dy / dy.dtype.type(2)
+        if self.return_sequences:
+            dyb = dyb[:, ::-1]
+        dxf, gf = self._backward_direction(dyf, _prefixed(w, "forward."), cf, need_dx)
+        dxb, gb = self._backward_direction(dyb, _prefixed(w, "backward."), cb, need_dx)
+        grads = {f"forward.{k}": v for k, v in gf.items()}
+        grads.update({f"backward.{k}": v for k, v in gb.items()})
+        return (dxf + dxb if need_dx else None), grads
+
+
+def _prefixed(w, prefix):
+    return {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)}
+
+
+class Rnn(_RecurrentLayer):
+    """SimpleRNN (and Bidirectional(SimpleRNN)): every activation on the one core."""
+
+    general_core = _RnnCore
+
+
+class Lstm(_RecurrentLayer):
+    """LSTM (and Bidirectional(LSTM))."""
+
+    gates = 4
+    fast_core = _LstmFast
+    general_core = _LstmGeneral
+
+
+class Gru(_RecurrentLayer):
+    """GRU (and Bidirectional(GRU))."""
+
+    gates = 3
+    fast_core = _GruFast
+    general_core = _GruGeneral
+
+
+# --- merges: the joins of blocks (nnc.model.Block; LANGUAGE.md, "Blocks") ----------------------
+# A merge kernel is built from a checked merge block and joins its branches' outputs:
+#
+#     m = MERGE_KERNELS[block.merge](block)
+#     y, cache = m.forward(xs)            # xs: one array per branch, in branch order
+#     dxs = m.backward(dy, cache)         # one gradient per branch (the same array may repeat)
+#
+# Each computes what its Keras merge layer computes, in Keras's order of operations (a left
+# fold over the inputs), so float32 results agree to the last bit where the order matters.
+# Backward never writes into dy or into the gradients it returns: Network hands them to
+# several branches (and so must every layer kernel's backward with its dy).
+
+
+class AddMerge:
+    """Keras Add: x0 + x1 + ...; every branch gets dy."""
+
+    def __init__(self, block=None):
+        pass
+
+    def forward(self, xs):
+        y = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+        for x in xs[2:]:
+            y += x
+        return y, len(xs)
+
+    def backward(self, dy, cache):
+        return [dy] * cache
+
+
+class AverageMerge:
+    """Keras Average: (x0 + x1 + ...) / n, a division as Keras does it; each branch gets dy / n."""
+
+    def __init__(self, block=None):
+        pass
+
+    def forward(self, xs):
+        y, n = AddMerge().forward(xs)
+        y /= n
+        return y, n
+
+    def backward(self, dy, cache):
+        return [dy / cache] * cache
+
+
+class SubtractMerge:
+    """Keras Subtract: x0 - x1 (two branches)."""
+
+    def __init__(self, block=None):
+        pass
+
+    def forward(self, xs):
+        if len(xs) != 2:
+            raise ValueError(f"subtract joins two branches, not {len(xs)}")
+        return xs[0] - xs[1], None
+
+    def backward(self, dy, cache):
+        return [dy, -dy]
+
+
+class MultiplyMerge:
+    """Keras Multiply: ((x0 * x1) * x2) ...; the product rule: branch i gets dy times the
+    product of the others (prefix and suffix products, so a zero input divides nothing)."""
+
+    def __init__(self, block=None):
+        pass
+
+    def forward(self, xs):
+        y = xs[0] * xs[1] if len(xs) > 1 else xs[0].copy()
+        for x in xs[2:]:
+            y *= x
+        return y, xs
+
+    def backward(self, dy, cache):
+        xs = cache
+        n = len(xs)
+        if n == 2:
+            return [dy * xs[1], dy * xs[0]]
+        prefix, p = [], None  # prefix[i] = x0 * ... * x(i-1)
+        for x in xs:
+            prefix.append(p)
+            p = x if p is None else p * x
+        out, s = [None] * n, None  # s = x(i+1) * ... * x(n-1)
+        for i in range(n - 1, -1, -1):
+            g = dy if prefix[i] is None else dy * prefix[i]
+            out[i] = g if s is None else g * s
+            s = xs[i] if s is None else s * xs[i]
+        return out
+
+
+class _ExtremumMerge:
+    """Keras Maximum/Minimum: a left fold of ops.maximum (ops.minimum). Its gradient is the one
+    Keras computes on the torch backend: at each pairwise step the winner takes dy and a tie
+    splits it in halves (torch.maximum's rule), so with three equal inputs the first two get a
+    quarter each and the third a half. (TensorFlow gives a tie wholly to the first.)"""
+
+    pick = staticmethod(np.maximum)
+    beats = staticmethod(np.greater)
+
+    def __init__(self, block=None):
+        pass
+
+    def forward(self, xs):
+        y = xs[0]
+        steps = []
+        for x in xs[1:]:
+            steps.append((self.beats(y, x), np.equal(y, x)))  # the running result wins / ties
+            y = self.pick(y, x)
+        return (y.copy() if len(xs) == 1 else y), steps
+
+    def backward(self, dy, cache):
+        steps = cache
+        out = [None] * (len(steps) + 1)
+        g = dy
+        for k in range(len(steps), 0, -1):
+            wins, ties = steps[k - 1]
+            share = np.where(ties, dy.dtype.type(0.5), wins.astype(dy.dtype))  # the running result's share
+            out[k] = g - g * share
+            g = g * share
+        out[0] = g
+        return out
+
+
+class MaximumMerge(_ExtremumMerge):
+    pick = staticmethod(np.maximum)
+    beats = staticmethod(np.greater)
+
+
+class MinimumMerge(_ExtremumMerge):
+    pick = staticmethod(np.minimum)
+    beats = staticmethod(np.less)
+
+
+class ConcatMerge:
+    """Keras Concatenate(axis): options["axis"] counts the batch as axis 0 (-1: the last), as
+    the arrays here do; backward hands each branch its slice of dy (views, no copies)."""
+
+    def __init__(self, block):
+        self.axis = int(block.options.get("axis", -1))
+
+    def forward(self, xs):
+        return np.concatenate(xs, axis=self.axis), [x.shape[self.axis] for x in xs]
+
+    def backward(self, dy, cache):
+        bounds = np.cumsum(cache)[:-1]
+        return np.split(dy, bounds, axis=self.axis)
+
+
+MERGE_KERNELS: dict[str, type] = {
+    "add": AddMerge,
+    "average": AverageMerge,
+    "subtract": SubtractMerge,
+    "multiply": MultiplyMerge,
+    "maximum": MaximumMerge,
+    "minimum": MinimumMerge,
+    "concat": ConcatMerge,
+}
+"""The join of each merge block kind (nnc.model.MERGES; `residual` joins with `add`)."""
 
 
 KERNELS: dict[str, type] = {

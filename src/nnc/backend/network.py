@@ -8,6 +8,14 @@
 A dense or conv layer's activation option runs as a step of its own after the layer. When the
 model ends in softmax or sigmoid (as an option or as an activation layer), forward() leaves it
 out and names it in `final_activation`, so a loss can fuse it (log-softmax, logits) stably.
+
+A model with blocks (nnc.model.Block, `Model.body`) runs as a tree of stacks: a stack is a list
+of Steps (one kernel each) and Joins (a merge block: its branches, each a stack read from the
+block's input, and the merge kernel that joins their outputs). `repeat` is its body in sequence,
+so it is expanded into the stack that holds it; a chain model is one stack of Steps and runs as
+it always did. Backward walks the same tree in reverse: a Join hands each branch its share of
+the gradient (nnc.backend.kernels.MERGE_KERNELS) and sums what the branches return at the block's
+input, which every branch read.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import numpy as np
 from ..errors import UserError
 from ..kinds import layer_activation
 from . import parallel
-from .kernels import KERNELS, Activation, Dropout
+from ..model import Block
+from .kernels import KERNELS, MERGE_KERNELS, Activation, Dropout
 
 
 @dataclass
@@ -28,6 +37,29 @@ class Step:
     kind: str
     kernel: object
     weight_names: tuple[str, ...]  # short names: kernel, recurrent_kernel, bias, embeddings
+    id: int = 0  # its place in the tree, in reading order: its cache slot and its dropout noise key
+
+
+@dataclass
+class Join:
+    """A merge block: `branches` (stacks of Steps and Joins, each read from the block's input;
+    an empty one is the input itself) joined by `kernel` (MERGE_KERNELS[merge])."""
+
+    block: str  # the block's name
+    merge: str  # add, concat, multiply, ... (residual: add)
+    kernel: object
+    branches: list[list]
+    id: int = 0
+
+
+def _read_only(a):
+    """A view of `a` that raises on writes: what a block hands to several branches, so that a
+    kernel writing into its input (or its dy) fails loudly instead of corrupting a sibling's."""
+    if a is None or not isinstance(a, np.ndarray):
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
 
 
 class Network:
@@ -45,28 +77,61 @@ class Network:
         # batch chunks run at once, one per core (nnc.backend.parallel); 1 runs the batch whole
         kinds = tuple(layer.kind for layer in model.layers)
         self.threads = parallel.default_threads(kinds) if threads is None else max(1, int(threads))
-        steps: list[Step] = []
-        for layer in model.layers:
+        if any(k in parallel.WHOLE_BATCH for k in kinds):
+            self.threads = 1  # batch statistics (batchnorm) must see the whole batch, not a chunk
+        steps = self._stack(model.body if model.body is not None else model.layers)
+        self.final_activation: str | None = None
+        if (steps and isinstance(steps[-1], Step) and isinstance(steps[-1].kernel, Activation)
+                and steps[-1].kernel.name in ("softmax", "sigmoid")):
+            self.final_activation = steps[-1].kernel.name
+            steps = steps[:-1]
+        self.steps = steps  # the top stack (the whole model for a chain)
+        # every Step in reading order (branch by branch), numbered with the Joins: ids are the
+        # slots of a chunk's caches and the keys of the dropout noise
+        self._flat: list[Step] = []
+        self._count = self._number(steps, 0)
+        self._caches: list | None = None
+        self._parts: list[slice] = []
+        self.input_grad: np.ndarray | None = None
+
+    def _stack(self, nodes) -> list:
+        """Steps and Joins for a list of model nodes (layers and blocks), `repeat` expanded."""
+        steps: list = []
+        for node in nodes:
+            if isinstance(node, Block):
+                if node.merge is None:  # repeat: its body, in sequence, in this stack
+                    for branch in node.branches:
+                        steps.extend(self._stack(branch))
+                else:
+                    steps.append(Join(node.name, node.merge, MERGE_KERNELS[node.merge](node),
+                                      [self._stack(branch) for branch in node.branches]))
+                continue
+            layer = node
             steps.append(Step(layer.name, layer.kind, KERNELS[layer.kind](layer), tuple(layer.weights)))
             if layer.spec.split_activation:
                 act = layer_activation(layer.kind, layer.options)
                 if act != "linear":
                     steps.append(Step(layer.name, act, Activation(name=act), ()))
-        self.final_activation: str | None = None
-        if steps and isinstance(steps[-1].kernel, Activation) and steps[-1].kernel.name in ("softmax", "sigmoid"):
-            self.final_activation = steps[-1].kernel.name
-            steps = steps[:-1]
         # relu then maxpool == maxpool then relu, exactly (relu is monotone and exact in floats),
         # and so are the gradients (ties the swap could break are where relu's slope is 0 anyway):
         # pooling first makes the relu act on a quarter of the values
         for i in range(len(steps) - 1):
-            if (isinstance(steps[i].kernel, Activation) and steps[i].kernel.name == "relu"
-                    and steps[i + 1].kind in ("maxpool1d", "maxpool2d")):
-                steps[i], steps[i + 1] = steps[i + 1], steps[i]
-        self.steps = steps
-        self._caches: list | None = None
-        self._parts: list[slice] = []
-        self.input_grad: np.ndarray | None = None
+            a, b = steps[i], steps[i + 1]
+            if (isinstance(a, Step) and isinstance(b, Step) and isinstance(a.kernel, Activation)
+                    and a.kernel.name == "relu" and b.kind in ("maxpool1d", "maxpool2d")):
+                steps[i], steps[i + 1] = b, a
+        return steps
+
+    def _number(self, stack: list, k: int) -> int:
+        for op in stack:
+            op.id = k
+            k += 1
+            if isinstance(op, Join):
+                for branch in op.branches:
+                    k = self._number(branch, k)
+            else:
+                self._flat.append(op)
+        return k
 
     # --- running -----------------------------------------------------------------------------
 
@@ -89,23 +154,34 @@ class Network:
         if not training:
             return {}
         noise = {}
-        for k, step in enumerate(self.steps):
+        for step in self._flat:
             # a kernel that drops units in training says which uniform draws it needs for a batch of n
-            # (`draws(n)`: a list of shapes, each starting with n); they are taken here, in step order
+            # (`draws(n)`: a list of shapes, each starting with n); they are taken here, in reading
+            # order (a block's branches one after another), keyed by the step's id
             shapes = step.kernel.draws(n) if hasattr(step.kernel, "draws") else []
             if shapes:
                 if rng is None:
                     raise ValueError("dropout in training needs an rng (numpy.random.Generator)")
-                noise[k] = [rng.random(shape, dtype=self.dtype) for shape in shapes]
+                noise[step.id] = [rng.random(shape, dtype=self.dtype) for shape in shapes]
         return noise
 
     def _forward_chunk(self, h, training, noise, part, keep):
-        caches = []
-        for k, step in enumerate(self.steps):
-            draws = _Drawn([a[part] for a in noise[k]]) if k in noise else None
-            h, cache = step.kernel.forward(h, self._layer_weights(step), training, draws)
-            caches.append(cache if keep else None)
-        return h, caches
+        caches = [None] * self._count if keep else None
+        return self._run(h, self.steps, training, noise, part, caches), caches
+
+    def _run(self, h, stack, training, noise, part, caches):
+        for op in stack:
+            if op.__class__ is Step:
+                draws = _Drawn([a[part] for a in noise[op.id]]) if op.id in noise else None
+                h, cache = op.kernel.forward(h, self._layer_weights(op), training, draws)
+            else:  # a Join: every branch reads h
+                x = _read_only(h) if len(op.branches) > 1 else h
+                outs = [self._run(x, branch, training, noise, part, caches) if branch else x
+                        for branch in op.branches]
+                h, cache = op.kernel.forward(outs)
+            if caches is not None:
+                caches[op.id] = cache
+        return h
 
     def forward(self, x, training: bool = False, rng: np.random.Generator | None = None) -> np.ndarray:
         """The model's output before `final_activation`; keeps what backward() needs."""
@@ -119,14 +195,29 @@ class Network:
 
     def _backward_chunk(self, dz, caches, need_input_grad):
         grads: dict[str, np.ndarray] = {}
-        d = dz
-        for k in range(len(self.steps) - 1, -1, -1):
-            step = self.steps[k]
-            need_dx = k > 0 or need_input_grad
-            d, g = step.kernel.backward(d, self._layer_weights(step), caches[k], need_dx)
-            for n, v in g.items():
-                grads[f"{step.layer}.{n}"] = v
+        d = self._back(dz, self.steps, caches, need_input_grad, grads)
         return grads, d
+
+    def _back(self, d, stack, caches, need_input, grads):
+        """dL/d(the stack's input) from dL/d(its output), when need_input; weight gradients into grads."""
+        for k in range(len(stack) - 1, -1, -1):
+            op = stack[k]
+            need_dx = k > 0 or need_input
+            if op.__class__ is Step:
+                d, g = op.kernel.backward(d, self._layer_weights(op), caches[op.id], need_dx)
+                for n, v in g.items():
+                    grads[f"{op.layer}.{n}"] = v
+                continue
+            shares = op.kernel.backward(d, caches[op.id])
+            total = None  # the block's input fed every branch: their gradients add up there
+            for branch, share in zip(op.branches, shares):
+                share = _read_only(share)
+                if branch:
+                    share = self._back(share, branch, caches, need_dx, grads)
+                if need_dx and share is not None:
+                    total = share if total is None else total + share
+            d = total
+        return d
 
     def backward(self, dz: np.ndarray, need_input_grad: bool = False) -> dict[str, np.ndarray]:
         """dL/dw for every weight, from dL/dz (z = the last forward's output). With

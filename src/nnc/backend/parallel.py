@@ -24,12 +24,17 @@ MIN_CHUNK = 16  # samples: smaller chunks cost more in per-call overhead than th
 
 
 RECURRENT = ("rnn", "lstm", "gru")
+WHOLE_BATCH = ("batchnorm",)
+"""Kinds whose training forward needs the whole batch at once (batch statistics)."""
 
 
 def default_threads(kinds: tuple[str, ...] = ()) -> int:
     """NNC_THREADS, else one chunk per core; but one chunk for models with recurrent layers:
     their time loops are thousands of small operations, and two threads handing the GIL back
-    and forth at each of them lose what they gain (measured: no faster, more CPU time)."""
+    and forth at each of them lose what they gain (measured: no faster, more CPU time).
+    Always one chunk for a model with a WHOLE_BATCH kind: its batch statistics are the batch's."""
+    if any(k in WHOLE_BATCH for k in kinds):
+        return 1
     env = os.environ.get("NNC_THREADS", "").strip()
     if env:
         try:
