@@ -4,6 +4,11 @@ Every problem becomes a Diagnostic at the exact span (the option when an option 
 nothing is raised. Shape inference stops at the first layer whose shape rule fails (later
 shapes would only repeat the same mistake), but option errors of later layers are still
 reported, so one run shows every error a user can fix without re-running.
+
+Blocks (`residual`, the merges, `repeat`) make the model a tree (`Model.body`) while
+`Model.layers` stays the flat list of every layer in reading order: `_stack` reads a stack,
+`_block` a block (its branches from the block's input, then the merge's shape check), and
+`_repeat` checks each copy of its body on that copy's input, reporting a mistake once.
 """
 
 from __future__ import annotations
@@ -12,9 +17,14 @@ import hashlib
 from typing import Any
 
 from .diagnostics import Diagnostic, Span, did_you_mean
-from .kinds import KINDS, Opt, ShapeError, fmt_shape, layer_activation
-from .model import CheckResult, EarlyStopping, InputSpec, Layer, Model, OptimizerConfig, TrainConfig
-from .parser import ExpectStmt, InputDecl, LayerStmt, ModelDecl, Option, SpecAST, TrainBlock, Value, parse
+from .keras_names import (KERAS_ACTIVATIONS_NOT_IN_NNC, KERAS_LAYERS_NOT_IN_NNC, KERAS_LOSSES_NOT_IN_NNC,
+                          KERAS_OPTIMIZERS_NOT_IN_NNC, KERAS_OPTIONS_NOT_IN_NNC, KERAS_TO_KIND_LOWER, keras_layer_not_in_nnc,
+                          translate)
+from .kinds import (DROPOUT_KINDS, KINDS, RECURRENT_KINDS, Opt, ShapeError, fmt_shape, is_activation_kind,
+                    layer_activation)
+from .model import BLOCKS, Block, CheckResult, EarlyStopping, InputSpec, Layer, Model, Node, OptimizerConfig, TrainConfig
+from .parser import (BLOCK_WORDS, BlockStmt, ExpectStmt, InputDecl, LayerStmt, ModelDecl, Option, SpecAST, TrainBlock,
+                     Value, parse)
 
 DTYPES = ("float32", "int64")
 LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
@@ -54,12 +64,15 @@ TRAIN_KEYS = ("loss", "optimizer", "metrics", "early_stopping") + tuple(TRAIN_SC
 
 # Keras class names (in any case) and common words to nnc kinds, so that `Conv2D`,
 # `SimpleRNN` or `convolution` get a suggestion where spelling distance finds none.
-_KERAS_NAMES = {spec.keras.lower(): kind for kind, spec in KINDS.items()
-                if "/" not in spec.keras and spec.keras != "Activation"}
+_KERAS_NAMES = dict(KERAS_TO_KIND_LOWER)
 _KERAS_NAMES.update({
-    "globalmaxpooling1d": "globalmaxpool", "globalmaxpooling2d": "globalmaxpool",
-    "globalaveragepooling1d": "globalavgpool", "globalaveragepooling2d": "globalavgpool",
-    "convolution": "conv2d", "conv": "conv2d", "linear": "dense", "fc": "dense", "maxpool": "maxpool2d",
+    "convolution": "conv2d", "conv": "conv2d", "fc": "dense", "maxpool": "maxpool2d", "avgpool": "avgpool2d",
+    "batch_norm": "batchnorm", "batch_normalization": "batchnorm", "bn": "batchnorm", "layer_norm": "layernorm",
+    "layer_normalization": "layernorm", "multi_head_attention": "attention", "mha": "attention",
+    "leakyrelu": "leaky_relu", "zero_padding2d": "zeropad2d", "zeropadding": "zeropad2d", "upsample": "upsampling2d",
+    "conv2dtranspose": "conv2d_transpose", "deconv2d": "conv2d_transpose", "deconv": "conv2d_transpose",
+    "separableconv2d": "separable_conv2d", "depthwiseconv2d": "depthwise_conv2d", "simplernn": "rnn",
+    "bilstm": "lstm", "bigru": "gru", "birnn": "rnn",
 })
 
 
@@ -181,6 +194,10 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
             seen_option = True
             key = alias.get(arg.key, arg.key)
             if key not in by_name:
+                if arg.key in KERAS_OPTIONS_NOT_IN_NNC:
+                    report("keras-only", f"Keras's {arg.key} option is not in nnc", arg.key_span,
+                           help=_keras_option_help(arg, owner, by_name))
+                    continue
                 guess = did_you_mean(arg.key, list(by_name) + list(alias))
                 if guess:
                     guessed.add(alias.get(guess, guess))
@@ -210,6 +227,11 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
                    help=f"first given at line {given[key].line}, column {given[key].col}")
             continue
         given[key] = span
+        keras_only = _keras_only_value(by_name[key], val)
+        if keras_only:
+            report("keras-only", keras_only[0], val.span, help=keras_only[1])
+            ok = False
+            continue
         x, err = coerce(by_name[key], val)
         if err:
             report("bad-value", f"{owner}: {err}", val.span)
@@ -237,9 +259,40 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
     return values, ok
 
 
+def _keras_option_help(arg: Option, owner: str, by_name: dict[str, Opt]) -> str:
+    """What nnc offers instead of a Keras option it does not have."""
+    key, val = arg.key, arg.value
+    takes = f"{owner} takes: {', '.join(by_name)}" if by_name else f"{owner} takes no options"
+    if key == "name" and val.kind in ("word", "string"):
+        return f"a layer's name is written before its kind: {val.value}: {owner} ..."
+    if key in ("input_shape", "batch_input_shape") and val.kind in ("list", "tuple"):
+        dims = val.value[1:] if key == "batch_input_shape" else val.value
+        return f"the shape goes in the input statement: input x: float32[{', '.join(map(str, dims))}]"
+    if key == "axis" and owner not in ("batchnorm", "layernorm"):
+        return takes
+    advice = KERAS_OPTIONS_NOT_IN_NNC[key]
+    return f"{advice}; {takes}" if advice else takes
+
+
+def _keras_only_value(opt: Opt, val: Value) -> tuple[str, str] | None:
+    """(message, help) for a value Keras has and nnc does not: an activation, a loss."""
+    if opt.type != "choice" or val.kind not in ("word", "string") or val.value in opt.choices:
+        return None
+    word = str(val.value)
+    if "relu" in opt.choices and word.lower() in KERAS_ACTIVATIONS_NOT_IN_NNC:
+        advice = KERAS_ACTIVATIONS_NOT_IN_NNC[word.lower()]
+        acts = f"nnc's activations: {', '.join(opt.choices)}"
+        return f"Keras's activation '{word}' is not in nnc", f"{advice}; {acts}" if advice else acts
+    if opt.name == "loss" and word.lower() in KERAS_LOSSES_NOT_IN_NNC:
+        advice = KERAS_LOSSES_NOT_IN_NNC[word.lower()]
+        losses = f"nnc's losses: {', '.join(LOSSES)}"
+        return f"Keras's loss '{word}' is not in nnc", f"{advice}; {losses}" if advice else losses
+    return None
+
+
 def _example(owner: str, o: Opt) -> str:
     examples = {"filters": "conv2d 32 kernel=3", "kernel": f"{owner} ... kernel=3", "pool": f"{owner} 2",
-                "units": f"{owner} 64", "rate": "dropout 0.5", "dim": "embedding 32"}
+                "units": f"{owner} 64", "rate": "dropout 0.5", "dim": "embedding 32", "count": "repeat 3 { ... }"}
     return "for example: " + examples.get(o.name, f"{owner} {o.name}=...")
 
 
@@ -286,7 +339,7 @@ class _Checker:
         had_syntax = bool(self.ast.syntax_errors)
         model_decl: ModelDecl | None = None
         input_decl: InputDecl | None = None
-        layers: list[LayerStmt] = []
+        layers: list[LayerStmt | BlockStmt] = []  # the top-level steps
         expects: list[ExpectStmt] = []
         train: TrainBlock | None = None
         for i, st in enumerate(stmts):
@@ -306,7 +359,7 @@ class _Checker:
                     r("statement-order", "the input must be declared before the layers", st.span,
                       help=f"the first layer is at line {layers[0].span.line}")
                 input_decl = st
-            elif isinstance(st, LayerStmt):
+            elif isinstance(st, (LayerStmt, BlockStmt)):
                 layers.append(st)
             elif isinstance(st, ExpectStmt):
                 expects.append(st)
@@ -329,13 +382,13 @@ class _Checker:
         train_cfg = self._train(train) if train else None
         if built is None or inp is None:
             return None
-        model = Model(model_decl.name if model_decl else "model", inp, built, train_cfg,
-                      hashlib.sha256(self.text.encode("utf-8")).hexdigest())
+        model = Model(model_decl.name if model_decl else "model", inp, built[0], train_cfg,
+                      hashlib.sha256(self.text.encode("utf-8")).hexdigest(), body=built[1])
         if had_syntax:
             # A dropped line may have held a layer or the loss: no warnings, and an expect only
             # where every dropped line comes after it and after the last layer (a broken train block).
             first = min(syntax_lines)
-            last_layer = layers[-1].span.line if layers else 0
+            last_layer = layers[-1].span.end_line if layers else 0
             for e in expects:
                 if first > max(e.span.line, last_layer):
                     self._expect(e, model)
@@ -374,84 +427,392 @@ class _Checker:
 
     # -- layers
 
-    def _layers(self, stmts: list[LayerStmt], inp: InputSpec | None, syntax_lines: list[int] = (),
-                after_line: int = 0) -> list[Layer] | None:
-        """Bind every layer's options and infer shapes. A line the parser dropped for a syntax
-        error after the input may have been a layer, so shapes past it are unknown: options are
-        still checked there, shapes are not (they would report mistakes the user did not make)."""
-        r = self.report
-        broken = min((l for l in syntax_lines if l > after_line), default=None)
+    def _layers(self, stmts: list, inp: InputSpec | None, syntax_lines: list[int] = (),
+                after_line: int = 0) -> tuple[list[Layer], list[Node]] | None:
+        """Bind every layer's options and infer shapes, through blocks (residual, merges, repeat).
+        Returns (every layer in reading order, the tree of steps), or None after an error.
+        A line the parser dropped for a syntax error after the input may have been a layer, so
+        shapes past it are unknown: options are still checked there, shapes are not (they would
+        report mistakes the user did not make)."""
+        self._inp = inp
+        self._broken = min((l for l in syntax_lines if l > after_line), default=None)
+        self._syntax_lines = list(syntax_lines)
+        self._counts: dict[str, int] = {}  # layer kinds and block kinds: the N of kind_N
+        self._names: dict[str, Span] = {}
+        self._flat: list[Layer] = []
+        self._ok = inp is not None
+        self._feeder: dict[int, Node | None] = {}  # id(layer) -> the step it reads (None: the input)
+        self._stmt_of: dict[int, LayerStmt] = {}  # id(layer) -> its statement (copies of a repeat share one)
+        self._in_repeat = 0
+        self._depth = 0
         shape = inp.shape if inp else None
         dtype = inp.dtype if inp else None
-        counts: dict[str, int] = {}
-        names: dict[str, Span] = {}
-        out: list[Layer] = []
-        ok = inp is not None
-        for idx, st in enumerate(stmts):
-            spec = KINDS.get(st.kind)
-            if spec is None:
-                guess = did_you_mean(st.kind, KINDS) or _KERAS_NAMES.get(st.kind.lower())
-                help = None
-                if st.kind in TRAIN_KEYS:
-                    help = f"'{st.kind}' belongs inside a train {{ ... }} block"
-                elif st.kind in ("model", "input", "expect", "train"):
-                    help = f"'{st.kind}' is a statement keyword; check the rest of the line"
-                r("unknown-layer", f"unknown layer '{st.kind}'" + (f"; did you mean '{guess}'?" if guess else ""),
-                  st.kind_span, help=help or f"layer kinds: {', '.join(KINDS)}")
-                ok = False
-                shape = None
-                continue
-            counts[st.kind] = counts.get(st.kind, 0) + 1
-            name = st.name or f"{st.kind}_{counts[st.kind]}"
-            name_span = st.name_span or st.kind_span
-            if name in names:
-                r("duplicate-name", f"layer name '{name}' is already used at line {names[name].line}", name_span,
-                  help="give this layer another name (NAME: kind ...)")
-                ok = False
-            names.setdefault(name, name_span)
-            opts, bound = bind(st.args, spec.positional, spec.options, st.kind, st.kind_span, r)
-            if not bound:
-                ok = False
-                shape = None
-                continue
-            if broken is not None and st.span.line > broken:
-                ok = False
-                shape = None
-            if shape is None:
-                continue  # an earlier layer failed: its output shape is unknown
-            if spec.accepts_dtype != dtype:
-                if dtype == "int64":
-                    r("bad-dtype", f"{st.kind} received the int64 token ids of input '{inp.name}' "
-                      f"[{', '.join(map(str, shape))}]; only an embedding reads token ids", st.kind_span,
-                      help="token ids go through an embedding first: embedding 32")
+        body, _, _ = self._stack(stmts, shape, dtype, None)
+        return (self._flat, body) if self._ok else None
+
+    def _stack(self, stmts: list, shape, dtype, feeder: Node | None) -> tuple[list[Node], Any, Any]:
+        """A stack of steps read top to bottom from `shape`; shape None: unknown (an earlier error)."""
+        nodes: list[Node] = []
+        for st in stmts:
+            if not self._depth:
+                self._top_broken = self._has_syntax(st)
+            if isinstance(st, BlockStmt) or st.kind in BLOCK_WORDS:
+                node, shape, dtype = self._block(st, shape, dtype, feeder)
+            else:
+                node, shape, dtype = self._layer(st, shape, dtype, feeder)
+            if node is not None:
+                nodes.append(node)
+                feeder = node
+        return nodes, shape, dtype
+
+    def _layer(self, st: LayerStmt, shape, dtype, feeder: Node | None) -> tuple[Layer | None, Any, Any]:
+        r = self.report
+        inp = self._inp
+        spec = KINDS.get(st.kind)
+        if spec is None:
+            self._unknown_kind(st)
+            self._ok = False
+            return None, None, dtype
+        self._counts[st.kind] = self._counts.get(st.kind, 0) + 1
+        name = st.name or f"{st.kind}_{self._counts[st.kind]}"
+        name_span = st.name_span or st.kind_span
+        if st.name and self._in_repeat:
+            r("duplicate-name", f"'{st.name}' names a layer inside repeat: each copy would have that name",
+              st.name_span, help=f"leave the name out: the copies are numbered ({st.kind}_1, {st.kind}_2, ...)")
+            self._ok = False
+        elif not self._claim(name, name_span, "layer"):
+            self._ok = False
+        opts, bound = bind(st.args, spec.positional, spec.options, st.kind, st.kind_span, r)
+        if not bound:
+            self._ok = False
+            return None, None, dtype
+        if self._broken is not None and st.span.line > self._broken:
+            self._ok = False
+            shape = None
+        if shape is None:
+            return None, None, dtype  # an earlier step failed: its output shape is unknown
+        if spec.accepts_dtype != dtype:
+            if dtype == "int64":
+                r("bad-dtype", f"{st.kind} received the int64 token ids of input '{inp.name}' "
+                  f"[{', '.join(map(str, shape))}]; only an embedding reads token ids", st.kind_span,
+                  help="token ids go through an embedding first: embedding 32")
+            else:
+                r("bad-dtype", f"{st.kind} expects int64 token ids, but {dtype} values flow in", st.kind_span,
+                  help="an embedding must come first, right after an int64 input" if feeder is not None else
+                  "declare the input as int64[...] vocab=N")
+            self._ok = False
+            return None, None, dtype
+        if st.kind == "embedding" and opts["vocab"] is None:
+            if inp.vocab is None:
+                r("missing-vocab", f"embedding needs the vocabulary size, but input '{inp.name}' declares no vocab "
+                  "and the embedding has no vocab= option", st.kind_span,
+                  help=f"add vocab=N to the input (input {inp.name}: int64[...] vocab=10000) or to the embedding")
+                self._ok = False
+                return None, None, dtype
+            opts["vocab"] = inp.vocab
+        elif st.kind == "embedding" and inp.vocab is not None and opts["vocab"] < inp.vocab:
+            self._vocab_too_small(st, opts["vocab"], inp)
+        try:
+            spec.check_input(opts, shape)
+            new_shape = spec.output_shape(opts, shape)
+            weights = spec.weight_shapes(opts, shape)
+        except ShapeError as e:
+            r(e.code, e.message, self._option_span(st, e.option), help=self._sequence_help(e, shape, feeder) or e.help)
+            self._ok = False
+            return None, None, dtype
+        layer = Layer(name, st.kind, opts, shape, new_shape, dtype, weights, st.span, len(self._flat))
+        self._flat.append(layer)
+        self._feeder[id(layer)] = feeder
+        self._stmt_of[id(layer)] = st
+        return layer, new_shape, spec.output_dtype(opts, dtype)
+
+    def _vocab_too_small(self, st: LayerStmt, vocab: int, inp: InputSpec) -> None:
+        """An embedding with fewer rows than the input has token ids: ids past its vocab have no row
+        (Keras fails on them, or reads zeros on a GPU)."""
+        ids = f"id {vocab}" if vocab == inp.vocab - 1 else f"ids {vocab} to {inp.vocab - 1}"
+        self.report("vocab-too-small", f"embedding vocab={vocab} is smaller than input '{inp.name}' vocab={inp.vocab}: "
+                    f"token {ids} would be out of range", self._option_span(st, "vocab"),
+                    help=f"use vocab={inp.vocab}, or leave it out: an embedding's vocab defaults to the input's")
+        self._ok = False
+
+    def _sequence_help(self, e: ShapeError, shape: tuple[int, ...], feeder: Node | None) -> str | None:
+        """A layer that needs [steps, features] after a recurrent layer that returns only its last
+        step: the help names return_sequences=true on that layer, where to write it."""
+        if e.code != "bad-input-rank" or len(shape) != 1 or feeder is None:
+            return None
+        src = last_layer([feeder])
+        while src is not None and (src.kind in DROPOUT_KINDS or is_activation_kind(src.kind)
+                                   or src.kind in ("batchnorm", "layernorm")):
+            src = _step_before(self._feeder, src)
+        if src is None or src.kind not in RECURRENT_KINDS or src.options.get("return_sequences"):
+            return None
+        st = self._stmt_of[id(src)]
+        steps, units = src.input_shape[0], src.output_shape[-1]
+        at = _option_span_of(st, "return_sequences")
+        if at is not None:
+            where = f"change it to return_sequences=true at line {at.line}, column {at.col}"
+        else:
+            where = f"add return_sequences=true at the end of line {st.span.line}: {self._head_text(st)} return_sequences=true"
+        return (f"{src.name} returns only its last step ({units} values); to pass all {steps} steps "
+                f"([{steps}, {units}]) on, {where}")
+
+    def _unknown_kind(self, st: LayerStmt) -> None:
+        """A kind nnc does not have: a Keras call written as Python, a Keras name nnc lacks (said
+        so, never taken for a typo), a Keras class name of an nnc kind, or a misspelling."""
+        r = self.report
+        kind = st.kind
+        lines = self.text.split("\n")
+        line = lines[st.kind_span.line - 1] if st.kind_span.line <= len(lines) else ""
+        if line[st.kind_span.end_col - 1:].lstrip().startswith("("):  # Dense(10) parses as a kind and a tuple
+            call = translate(line.split("#", 1)[0])
+            if call is not None:
+                from .parser import call_columns
+
+                first, end = call_columns(line)
+                r("keras-only" if call.not_in_nnc else "keras-call", call.message(),
+                  Span(st.kind_span.line, first, st.kind_span.line, end), help=call.help())
+                return
+        keras = keras_layer_not_in_nnc(kind)
+        if keras is not None:
+            r("keras-only", f"Keras's {keras} is not in nnc", st.kind_span,
+              help=KERAS_LAYERS_NOT_IN_NNC[keras] or f"layer kinds: {', '.join(KINDS)}")
+            return
+        if kind.lower() in KERAS_ACTIVATIONS_NOT_IN_NNC:
+            advice = KERAS_ACTIVATIONS_NOT_IN_NNC[kind.lower()]
+            acts = "nnc's activation layers: " + ", ".join(k for k in KINDS if is_activation_kind(k))
+            r("keras-only", f"Keras's activation '{kind}' is not in nnc", st.kind_span,
+              help=f"{advice}; {acts}" if advice else acts)
+            return
+        guess = _KERAS_NAMES.get(kind.lower()) or did_you_mean(kind, KINDS)
+        help = None
+        if kind in TRAIN_KEYS:
+            help = f"'{kind}' belongs inside a train {{ ... }} block"
+        elif kind in ("model", "input", "expect", "train"):
+            help = f"'{kind}' is a statement keyword; check the rest of the line"
+        elif guess in RECURRENT_KINDS and kind.lower().startswith("bi"):
+            help = f"nnc writes a bidirectional layer as {guess} UNITS bidirectional=true"
+        elif kind.lower() in KERAS_TO_KIND_LOWER:
+            help = f"nnc's kinds are lowercase words: Keras's {kind} is {guess} (LANGUAGE.md lists each kind's Keras twin)"
+        r("unknown-layer", f"unknown layer '{kind}'" + (f"; did you mean '{guess}'?" if guess else ""),
+          st.kind_span, help=help or f"layer kinds: {', '.join(KINDS)}")
+
+    # -- blocks
+
+    def _has_syntax(self, st) -> bool:
+        return any(st.span.line <= line <= st.span.end_line for line in self._syntax_lines)
+
+    def _claim(self, name: str, span: Span, what: str) -> bool:
+        """Names are unique among layers and blocks alike (Keras's layer names)."""
+        if name in self._names:
+            self.report("duplicate-name", f"{what} name '{name}' is already used at line {self._names[name].line}",
+                        span, help=f"give this {what} another name (NAME: kind ...)")
+            return False
+        self._names[name] = span
+        return True
+
+    def _head_text(self, st) -> str:
+        lines = self.text.split("\n")
+        line = lines[st.span.line - 1] if st.span.line <= len(lines) else ""
+        return line[st.span.col - 1: st.span.end_col - 1 if st.span.end_line == st.span.line else None].strip()
+
+    def _block(self, st, shape, dtype, feeder: Node | None) -> tuple[Block | None, Any, Any]:
+        """A block: its option, its inside (through _stack), and the merge of its branches."""
+        r = self.report
+        kind = st.kind
+        broken = self._top_broken  # a syntax error in the statement: its structure may be cut short
+        if not isinstance(st, BlockStmt):  # a block word with no '{'
+            if st.span.line + 1 not in self._syntax_lines:  # a '{' alone on the next line is reported there
+                head = self._head_text(st)
+                r("syntax", f"expected '{{' after '{head}'", Span.point(st.span.end_line, st.span.end_col),
+                  help=f"a block opens on its first line: {head} {{ ... }}, its statements inside")
+            self._ok = False
+            return None, None, dtype
+        if kind not in BLOCKS and kind != "branch":
+            if kind == "train":
+                r("bad-block", "a train block belongs at the top level of the spec, not inside a block",
+                  st.kind_span, help="write train { ... } after the layers")
+            elif kind in KINDS:
+                r("unknown-block", f"{kind} is a layer, not a block: it takes no '{{ ... }}'",
+                  st.open_span or st.kind_span, help=f"blocks: {', '.join(BLOCKS)}")
+            else:
+                guess = did_you_mean(kind, BLOCKS + ("branch",))
+                r("unknown-block", f"unknown block '{kind}'" + (f"; did you mean '{guess}'?" if guess else ""),
+                  st.kind_span, help=f"blocks: {', '.join(BLOCKS)}; branch {{ ... }} goes inside a merge block")
+            self._ok = False
+            self._depth += 1
+            self._stack(st.body, None, None, None)  # its own mistakes are still reported
+            self._depth -= 1
+            return None, None, dtype
+        if kind == "branch":
+            if not broken:
+                r("bad-block", "branch { ... } belongs directly inside a merge block (add, concat, ...)", st.kind_span,
+                  help="for x + f(x) write residual { ... }; for parallel stacks add { branch { ... } branch { ... } }")
+            self._ok = False
+            self._depth += 1
+            self._stack(st.body, shape, dtype, feeder)
+            self._depth -= 1
+            return None, None, dtype
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        name = st.name or f"{kind}_{self._counts[kind]}"
+        if st.name and self._in_repeat:
+            r("duplicate-name", f"'{st.name}' names a block inside repeat: each copy would have that name",
+              st.name_span, help=f"leave the name out: the copies are numbered ({kind}_1, {kind}_2, ...)")
+            self._ok = False
+        elif not self._claim(name, st.name_span or st.kind_span, "block"):
+            self._ok = False
+        positional, options = _BLOCK_OPTIONS.get(kind, ((), ()))
+        opts, bound = bind(st.args, positional, options, kind, st.kind_span, r)
+        if not bound:
+            self._ok = False
+        if not st.body and not broken:
+            r("bad-block", _empty_message(kind, st), st.kind_span, help=_empty_help(kind))
+            self._ok = False
+        self._depth += 1
+        try:
+            if kind == "repeat":
+                return self._repeat(st, name, opts.get("count") if bound else None, shape, dtype, feeder)
+            if kind == "residual":
+                nodes, out, odt = self._stack(st.body, shape, dtype, feeder)
+                branches, outs = [[], nodes], [(shape, dtype), (out, odt)]
+            else:
+                branches, outs = self._branches(st, kind, shape, dtype, feeder, broken)
+        finally:
+            self._depth -= 1
+        if not st.body or not bound or shape is None:
+            return None, None, dtype
+        merged = self._merge(st, name, kind, opts, outs, shape)
+        if merged is None:
+            return None, None, dtype
+        block = Block(name, kind, opts, branches, shape, merged[0], st.span)
+        return block, merged[0], merged[1]
+
+    def _repeat(self, st: BlockStmt, name: str, times: int | None, shape, dtype, feeder):
+        """The body `times` times in sequence. Each copy is checked on its own input shape; a
+        mistake is reported once, the copy it first shows in named when that is not the first."""
+        r = self.report
+        inner = _expanded(st.body)
+        if times is not None and times * inner > MAX_LAYERS:
+            r("bad-value", f"repeat {times:,} makes {times * inner:,} layers of its body's {inner:,}: "
+              f"more than nnc's limit of {MAX_LAYERS:,}", _arg_span(st, 0) or st.kind_span,
+              help="a spec of that size is better split; or lower the count")
+            self._ok = False
+            times = None
+        start = shape
+        nodes: list[Node] = []
+        self._in_repeat += 1
+        try:
+            for k in range(1, (times or 1) + 1):
+                if k == 1:
+                    got, shape, dtype = self._stack(st.body, shape, dtype, feeder)
                 else:
-                    r("bad-dtype", f"{st.kind} expects int64 token ids, but {dtype} values flow in", st.kind_span,
-                      help="an embedding must come first, right after an int64 input" if idx else
-                      "declare the input as int64[...] vocab=N")
-                ok = False
-                shape = None
-                continue
-            if st.kind == "embedding" and opts["vocab"] is None:
-                if inp.vocab is None:
-                    r("missing-vocab", f"embedding needs the vocabulary size, but input '{inp.name}' declares no vocab "
-                      "and the embedding has no vocab= option", st.kind_span,
-                      help=f"add vocab=N to the input (input {inp.name}: int64[...] vocab=10000) or to the embedding")
-                    ok = False
-                    shape = None
-                    continue
-                opts["vocab"] = inp.vocab
-            try:
-                spec.check_input(opts, shape)
-                new_shape = spec.output_shape(opts, shape)
-                weights = spec.weight_shapes(opts, shape)
-            except ShapeError as e:
-                r(e.code, e.message, self._option_span(st, e.option), help=e.help)
-                ok = False
-                shape = None
-                continue
-            out.append(Layer(name, st.kind, opts, shape, new_shape, dtype, weights, st.span, idx))
-            shape, dtype = new_shape, spec.output_dtype(opts, dtype)
-        return out if ok else None
+                    outer, self.report = self.report, _Collector(self.file)
+                    try:
+                        got, shape, dtype = self._stack(st.body, shape, dtype, feeder)
+                    finally:
+                        quiet, self.report = self.report, outer
+                    seen = {(d.code, d.span) for d in outer.diags}
+                    for d in quiet.diags:
+                        if (d.code, d.span) not in seen:
+                            seen.add((d.code, d.span))
+                            outer(d.code, f"{d.message} (in copy {k} of {name})", d.span, help=d.help)
+                nodes += got
+                feeder = got[-1] if got else feeder
+                if shape is None:
+                    break
+        finally:
+            self._in_repeat -= 1
+        if times is None or shape is None or start is None or not st.body:
+            return None, None, dtype
+        return Block(name, "repeat", {"times": times}, [nodes], start, shape, st.span), shape, dtype
+
+    def _branches(self, st: BlockStmt, kind: str, shape, dtype, feeder, broken: bool):
+        r = self.report
+        branches: list[list[Node]] = []
+        outs: list[tuple] = []
+        stray = False
+        for sub in st.body:
+            if sub.kind == "branch" and isinstance(sub, BlockStmt):
+                if sub.name:
+                    r("bad-block", f"a branch takes no name: name the {kind} block, or the layers inside the branch",
+                      sub.name_span, help=f"write: {sub.name}: {kind} {{ ... }}")
+                    self._ok = False
+                if sub.args:
+                    bind(sub.args, (), (), "branch", sub.kind_span, r)
+                    self._ok = False
+                nodes, out, odt = self._stack(sub.body, shape, dtype, feeder)
+                branches.append(nodes)
+                outs.append((out, odt))
+            elif sub.kind == "branch":
+                self._block(sub, None, None, None)  # `branch` without '{'
+                stray = True
+            else:
+                if not broken:
+                    r("bad-block", f"{sub.kind} is directly inside {kind}: a merge block holds only branch {{ ... }}",
+                      sub.kind_span, help=f"put it in a branch: {kind} {{ branch {{ {sub.kind} ... }} branch {{ ... }} }}"
+                      + ("" if kind != "add" else "; for x + f(x) write residual { ... }"))
+                self._ok = False
+                stray = True
+                self._stack([sub], None, None, None)  # its own mistakes are still reported
+        n = len(branches)
+        if st.body and not broken and not stray:
+            if kind == "subtract" and n != 2:
+                r("bad-block", f"subtract takes exactly two branches (the first minus the second), received {n}",
+                  st.kind_span, help="write: subtract { branch { ... } branch { ... } }")
+            elif n < 2:
+                r("bad-block", f"{kind} has one branch: a merge block joins two or more", st.kind_span,
+                  help=f"add the other branch; branch {{ }} is the block's input itself: "
+                  f"{kind} {{ branch {{ }} branch {{ ... }} }}")
+        if n < 2 or (kind == "subtract" and n != 2):
+            self._ok = False
+            outs = [(None, None)]
+        return branches, outs
+
+    def _merge(self, st: BlockStmt, name: str, kind: str, opts: dict, outs: list[tuple], st_input: tuple[int, ...]):
+        """(output shape, dtype) of the merge of the branches' outputs, or None after reporting why not."""
+        r = self.report
+        if any(shape is None for shape, _ in outs):
+            return None
+        shapes = [shape for shape, _ in outs]
+        dtypes = [dt for _, dt in outs]
+        roles = _roles(st, kind)
+        if len(set(dtypes)) > 1:
+            r("merge-mismatch", f"the branches of {name} carry different dtypes: "
+              + ", ".join(f"{role} {dt}" for role, dt in zip(roles, dtypes)), st.kind_span,
+              help="int64 token ids go through an embedding before they are merged")
+            self._ok = False
+            return None
+        if kind == "concat":
+            axis = opts["axis"]
+            ranks = sorted({len(s) for s in shapes})
+            rank = len(shapes[0])
+            if len(ranks) == 1 and not (-rank <= axis <= -1 or 1 <= axis <= rank):
+                why = "axis 0 is the batch" if axis == 0 else f"its branches output rank-{rank} tensors"
+                r("bad-value", f"concat: axis={axis} is out of range: {why}", _option_span_of(st, "axis") or st.kind_span,
+                  help=f"axes count as Keras counts them: 1 to {rank} (the batch is 0), or -1 to -{rank} from the last; "
+                  "-1 (the default) joins the channels")
+                self._ok = False
+                return None
+            a = axis - 1 if axis > 0 else rank + axis
+            rest = {s[:a] + s[a + 1:] for s in shapes}
+            if len(ranks) > 1 or len(rest) > 1:
+                listed = ", ".join(f"{role} outputs {_dims(s)}" for role, s in zip(roles, shapes))
+                r("merge-mismatch", f"the branches of {name} must agree in every axis but axis {axis}: {listed}",
+                  st.kind_span, help=_mismatch_help(kind, shapes, roles, a, st_input))
+                self._ok = False
+                return None
+            s0 = shapes[0]
+            return s0[:a] + (sum(s[a] for s in shapes),) + s0[a + 1:], dtypes[0]
+        if len(set(shapes)) > 1:
+            if kind == "residual":
+                msg = (f"residual adds its input to its body's output, but their shapes differ: the input is "
+                       f"{_dims(shapes[0])}, the body outputs {_dims(shapes[1])}")
+            else:
+                listed = ", ".join(f"{role} outputs {_dims(s)}" for role, s in zip(roles, shapes))
+                msg = f"the branches of {name} must have the same shape for {kind}: {listed}"
+            r("merge-mismatch", msg, st.kind_span, help=_mismatch_help(kind, shapes, roles, None, st_input))
+            self._ok = False
+            return None
+        return shapes[0], dtypes[0]
 
     def _option_span(self, st: LayerStmt, option: str | None) -> Span:
         if option is not None:
@@ -471,14 +832,20 @@ class _Checker:
     # -- warnings
 
     def _warnings(self, model: Model, stmts: list[LayerStmt], train: TrainBlock | None) -> None:
-        r = self.report
+        seen: set[tuple[str, Span]] = set()
+
+        def r(code: str, message: str, span: Span, help: str | None = None) -> None:
+            if (code, span) not in seen:  # the copies of a repeat share their statements: warn once
+                seen.add((code, span))
+                self.report(code, message, span, help=help)
+
         layers = model.layers
-        for i, layer in enumerate(layers):
-            st = stmts[i]
-            prev = layers[i - 1] if i else None
+        for layer in layers:
+            st = self._stmt_of[id(layer)]
+            prev = _step_before(self._feeder, layer)
             if layer.kind == "dense" and len(layer.input_shape) >= 2:
-                src = _producer(layers, i)
-                if src is not None and src.kind in ("conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d"):
+                src = _producer(self._feeder, layer)
+                if src is not None and src.kind in _SPATIAL_OUTPUT_KINDS:
                     r("dense-after-conv", f"dense is applied to the last axis of the {fmt_shape(layer.input_shape)} "
                       f"output of {src.name}, giving {fmt_shape(layer.output_shape)} rather than one vector per sample",
                       st.kind_span, help=f"put a flatten (or globalavgpool) before {layer.name}")
@@ -489,18 +856,19 @@ class _Checker:
             if layer_activation(layer.kind, layer.options) == "softmax" and layer.output_shape[-1] == 1:
                 r("softmax-single-unit", f"softmax over one unit always outputs 1.0 ({layer.name})", st.kind_span,
                   help="for two classes use dense 1 activation=sigmoid, or dense 2 activation=softmax")
-        if layers and layers[-1].kind == "dropout":
-            r("dropout-last", "dropout is the last layer: it only adds noise to the outputs in training",
-              stmts[len(layers) - 1].kind_span, help="put dropout before a dense layer, not after the last one")
+        last = last_layer(model.body)
+        if last is not None and last.kind in DROPOUT_KINDS:
+            r("dropout-last", f"{last.kind} is the last layer: it only adds noise to the outputs in training",
+              self._stmt_of[id(last)].kind_span, help=f"put {last.kind} before a dense layer, not after the last one")
         cfg = model.train
         if cfg is None or train is None or not layers:
             return
         loss_item = next((it for it in train.items if it.key == "loss"), None)
         span = loss_item.span if loss_item else train.span
-        last_act = _final_activation(layers)
+        last_act = final_activation(model.body)
         if cfg.loss in PROBABILITY_LOSSES and last_act not in ("softmax", "sigmoid"):
             r("loss-without-probabilities", f"{cfg.loss} expects probabilities, but the model ends in "
-              f"{last_act if last_act != 'linear' else 'a linear layer'} ({layers[-1].name})", span,
+              f"{last_act if last_act != 'linear' else _ending(model.body)} ({model.body[-1].name})", span,
               help="end the model with activation=softmax (classes) or activation=sigmoid (binary)")
         units = model.output_shape[-1]
         if cfg.loss == "binary_crossentropy" and last_act == "softmax":
@@ -508,22 +876,28 @@ class _Checker:
         if cfg.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and units == 1:
             r("loss-output-mismatch", f"{cfg.loss} needs one output per class, but the model has 1 output", span,
               help="for two classes use binary_crossentropy with dense 1 activation=sigmoid")
+        elif cfg.loss in ("sparse_categorical_crossentropy", "categorical_crossentropy") and last_act == "sigmoid":
+            r("loss-output-mismatch", f"{cfg.loss} on a sigmoid output: its {units} outputs are separate yes/no "
+              "probabilities, not one distribution over the classes (they need not sum to 1)", span,
+              help="for one class out of several end with activation=softmax; for several yes/no labels use "
+              "binary_crossentropy")
 
     # -- expect
 
     def _expect(self, e: ExpectStmt, model: Model) -> None:
         r = self.report
-        if e.what in ("params", "trainable_params"):
+        if e.what in ("params", "trainable_params", "non_trainable_params"):
             if e.value.kind != "int":
                 r("bad-expect", f"expect {e.what} takes an integer, received {e.value.text}", e.value.span)
                 return
             # params is Keras's total (trainable and not); trainable_params leaves out batchnorm's moving statistics
-            actual = model.total_params if e.what == "params" else model.trainable_params
+            actual = {"params": model.total_params, "trainable_params": model.trainable_params,
+                      "non_trainable_params": model.non_trainable_params}[e.what]
             want = e.value.value
             holds = {"==": actual == want, "!=": actual != want, "<=": actual <= want, ">=": actual >= want,
                      "<": actual < want, ">": actual > want}[e.op]
             if not holds:
-                what = "params" if e.what == "params" else "trainable params"
+                what = e.what.replace("_", " ").replace("non trainable", "non-trainable")
                 r("expect-failed", f"expected {what} {e.op} {want:,}, but the model has {actual:,}", e.span,
                   help=_largest(model))
         elif e.what == "output":
@@ -536,9 +910,10 @@ class _Checker:
                 r("expect-failed", f"expected output {e.op} [{', '.join(map(str, want))}], but the model outputs "
                   f"[{', '.join(map(str, actual))}]", e.span)
         else:
-            guess = did_you_mean(e.what, ("params", "trainable_params", "output"))
+            guess = did_you_mean(e.what, ("params", "trainable_params", "non_trainable_params", "output"))
             r("bad-expect", f"unknown expectation '{e.what}'" + (f"; did you mean '{guess}'?" if guess else ""),
-              e.what_span, help="expect params == N, expect trainable_params == N, expect params <= N, "
+              e.what_span, help="expect params == N, expect trainable_params == N, expect non_trainable_params == N, "
+              "expect params <= N, "
               "expect output == [D, ...]")
 
     # -- train
@@ -608,6 +983,11 @@ class _Checker:
             r("bad-train", "optimizer needs a name: sgd, rmsprop or adam", args[0].span if args else item.key_span)
             return None
         name = args[0].value
+        if name.lower() in KERAS_OPTIMIZERS_NOT_IN_NNC:
+            advice = KERAS_OPTIMIZERS_NOT_IN_NNC[name.lower()]
+            r("keras-only", f"Keras's optimizer '{name}' is not in nnc", args[0].span,
+              help=(f"{advice}; " if advice else "") + "nnc's optimizers: sgd, rmsprop, adam")
+            return None
         if name not in OPTIMIZERS:
             guess = did_you_mean(name, OPTIMIZERS)
             r("bad-train", f"unknown optimizer '{name}'" + (f"; did you mean '{guess}'?" if guess else ""),
@@ -620,24 +1000,72 @@ class _Checker:
 
 
 def _is_activation(layer: Layer) -> bool:
-    return layer.kind in ("relu", "sigmoid", "tanh", "softmax") or (
-        layer.options.get("activation", "linear") != "linear" and layer.kind != "rnn")
+    """Whether the layer ends in an activation other than linear: an activation kind (relu,
+    leaky_relu, prelu, ...) or a layer's activation= option (a recurrent layer's is inside it)."""
+    return layer_activation(layer.kind, layer.options) != "linear"
 
 
-def _producer(layers: list[Layer], i: int) -> Layer | None:
-    """The layer that last changed the shape before layer i (skipping dropout, activations)."""
-    for j in range(i - 1, -1, -1):
-        if layers[j].kind not in ("dropout", "relu", "sigmoid", "tanh", "softmax"):
-            return layers[j]
+# kinds whose output keeps spatial axes ([steps, channels] or [height, width, channels]): a dense
+# right after one is applied to the last axis only (convolutions of every sort, pools, resizing)
+_SPATIAL_OUTPUT_KINDS = frozenset(
+    k for k in KINDS if k.startswith(("conv", "separable_conv", "depthwise_conv", "maxpool", "avgpool", "upsampling",
+                                      "zeropad", "cropping")))
+# kinds that keep the shape they read: skipped when looking for the layer that made a shape
+_SHAPE_KEEPING = frozenset(DROPOUT_KINDS) | {"batchnorm", "layernorm"}
+
+
+def last_layer(nodes: list[Node]) -> Layer | None:
+    """The layer whose output a stack's output is: through repeats; None for a merge (or nothing)."""
+    while nodes:
+        node = nodes[-1]
+        if isinstance(node, Layer):
+            return node
+        if node.kind != "repeat":
+            return None
+        nodes = node.branches[0]
     return None
 
 
-def _final_activation(layers: list[Layer]) -> str:
-    for layer in reversed(layers):
-        if layer.kind == "dropout":
-            continue
-        return layer_activation(layer.kind, layer.options)
+def _step_before(feeder: dict[int, Node | None], layer: Layer) -> Layer | None:
+    """The layer whose output `layer` reads (None: the input, or a merge's output)."""
+    node = feeder.get(id(layer))
+    return last_layer([node]) if node is not None else None
+
+
+def _producer(feeder: dict[int, Node | None], layer: Layer) -> Layer | None:
+    """The layer that last changed the shape before `layer` (skipping dropout, normalization and
+    activation layers of every kind), along the stack it reads: into a repeat, never across a
+    merge (a merge's output is made by no layer)."""
+    src = _step_before(feeder, layer)
+    while src is not None and (src.kind in _SHAPE_KEEPING or is_activation_kind(src.kind)):
+        src = _step_before(feeder, src)
+    return src
+
+
+def final_activation(nodes: list[Node]) -> str:
+    """The activation of a stack's output: its last layer's, dropout skipped; a merge gives linear
+    values, except where the merge of probabilities is one (average of softmaxes, concat of
+    sigmoids...)."""
+    for node in reversed(nodes):
+        if isinstance(node, Layer):
+            if node.kind in DROPOUT_KINDS:
+                continue
+            return layer_activation(node.kind, node.options)
+        if node.kind == "repeat":
+            return final_activation(node.branches[0])
+        acts = {final_activation(b) if b else "linear" for b in node.branches}
+        act = acts.pop() if len(acts) == 1 else "linear"
+        if node.merge == "average" and act in ("softmax", "sigmoid"):
+            return act
+        if act == "sigmoid" and node.merge in ("concat", "maximum", "minimum", "multiply"):
+            return act
+        return "linear"
     return "linear"
+
+
+def _ending(nodes: list[Node]) -> str:
+    return "a linear layer" if not nodes or isinstance(nodes[-1], Layer) or nodes[-1].kind == "repeat" else \
+        f"a {nodes[-1].kind} merge"
 
 
 def _largest(model: Model) -> str | None:
@@ -647,3 +1075,133 @@ def _largest(model: Model) -> str | None:
     share = big.params / model.total_params if model.total_params else 0
     return f"the largest layer is {big.name} ({big.kind}) with {big.params:,} parameters ({share:.0%})"
 
+
+# --- blocks ----------------------------------------------------------------------------------
+
+MAX_LAYERS = 100_000
+"""The most layers a spec may expand to (`repeat` multiplies): a check stays well under seconds."""
+
+_BLOCK_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[Opt, ...]]] = {
+    "repeat": (("count",), (Opt("count", "int", minimum=1, aliases=("times",),
+                                doc="how many times the body runs, as in repeat 3 { ... }"),)),
+    "concat": ((), (Opt("axis", "int", -1, doc="the joined axis, counted as Keras counts it"),)),
+}
+
+
+def _empty_message(kind: str, st: BlockStmt) -> str:
+    if kind == "residual":
+        return "residual { } is empty: its body is the stack whose output is added to its input"
+    if kind == "repeat":
+        return "repeat { } is empty: there is nothing to repeat"
+    return f"{kind} {{ }} has no branches: a merge block joins two or more branch {{ ... }}"
+
+
+def _empty_help(kind: str) -> str:
+    if kind == "residual":
+        return "for example: residual { conv2d 64 kernel=3 padding=same }"
+    if kind == "repeat":
+        return "for example: repeat 3 { dense 64 activation=relu }"
+    n = "two" if kind == "subtract" else "two or more"
+    return f"write {n} branches: {kind} {{ branch {{ }} branch {{ conv2d 64 kernel=3 padding=same }} }}"
+
+
+def _expanded(stmts: list) -> int:
+    """How many layers a stack makes once every repeat is expanded."""
+    n = 0
+    for st in stmts:
+        if isinstance(st, BlockStmt):
+            inner = _expanded(st.body)
+            if st.kind == "repeat" and st.args and isinstance(st.args[0], Value) and st.args[0].kind == "int":
+                inner *= max(st.args[0].value, 1)
+            n += inner
+        else:
+            n += 1
+    return n
+
+
+def _arg_span(st, i: int) -> Span | None:
+    return st.args[i].span if len(st.args) > i else None
+
+
+def _option_span_of(st, key: str) -> Span | None:
+    return next((a.span for a in st.args if isinstance(a, Option) and a.key == key), None)
+
+
+def _roles(st: BlockStmt, kind: str) -> list[str]:
+    """What to call each input of a merge in messages."""
+    if kind == "residual":
+        return ["the input", "the body"]
+    roles = []
+    for i, sub in enumerate(b for b in st.body if isinstance(b, BlockStmt) and b.kind == "branch"):
+        roles.append(f"branch {i + 1} (line {sub.span.line}" + (", empty: the block's input)" if not sub.body else ")"))
+    return roles
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+def _mismatch_help(kind: str, shapes: list[tuple[int, ...]], roles: list[str], axis: int | None,
+                   inp: tuple[int, ...]) -> str:
+    """How to make the branches agree, in nnc statements. The last axis is the channels (features),
+    the others are positions: a branch that strides (its size divides the input's) sets the size,
+    one that keeps the input's size gets a projection with that stride, and one that shrinks it by
+    a few positions (valid padding) is told padding=same. The channels are the last working
+    branch's; the others end with a 1x1 projection to them. A concat joins the channels, so they
+    may differ there."""
+    names = [role.split(" (")[0] for role in roles]
+    rank = len(inp)
+    if any(len(s) != rank for s in shapes):
+        if kind == "residual":
+            return f"the body must output the input's shape {_dims(inp)}"
+        return "the branches output tensors of different ranks: end each with the same kind of layer"
+    last = rank - 1
+    if axis is not None and axis != last:
+        return f"make every branch output the same size in every axis but axis {axis + 1}"
+    conv = {3: "conv2d", 2: "conv1d"}.get(rank)
+    sp_in = inp[:-1]
+
+    def stride(sp) -> int | None:
+        f = sp_in[0] // sp[0] if sp and sp[0] else 0
+        return f if sp and f > 1 and all(d == i // f and i % f == 0 for d, i in zip(sp, sp_in)) else None
+
+    sps = [s[:-1] for s in shapes]
+    strided = [(i, stride(sp)) for i, sp in enumerate(sps) if stride(sp)]
+    target_sp, f = (sps[strided[-1][0]], strided[-1][1]) if strided else (sp_in, None)
+    working = [i for i, r in enumerate(roles) if not r.endswith("input)") and r != "the input"] or [len(shapes) - 1]
+    channels = shapes[working[-1]][-1]
+    size = lambda sp: "x".join(map(str, sp)) + (" steps" if len(sp) == 1 else "")  # noqa: E731
+    tips: dict[int, str] = {}
+    for i, (s, sp) in enumerate(zip(shapes, sps)):
+        want_c = s[-1] if axis is not None else channels
+        if rank == 1:
+            if s[-1] != channels:
+                tips[i] = f"end it with dense {channels}"
+            continue
+        if sp == target_sp:
+            if s[-1] != want_c and conv:
+                tips[i] = f"end it with {conv} {want_c} kernel=1 (a projection to {want_c} channels)"
+            elif s[-1] != want_c:
+                tips[i] = f"end it with dense {want_c}"
+            continue
+        if sp == sp_in and f and conv:
+            tips[i] = f"a projection like {conv} {want_c} kernel=1 stride={f} ({size(sp)} to {size(target_sp)})"
+        elif conv and all(a <= b for a, b in zip(sp, sp_in)):
+            tips[i] = (f"it turns {size(sp_in)} into {size(sp)}: padding=same in its convolutions"
+                       + (f" and stride {f}" if f and not stride(sp) else "") + f" gives {size(target_sp)}")
+        else:
+            tips[i] = f"make it output {_dims(target_sp + (want_c,))}"
+    if kind == "residual":
+        out = []
+        if 0 in tips:
+            proj = tips[0].split("like ", 1)[1].split(" (")[0] if "like " in tips[0] else \
+                tips[0].split("with ", 1)[1].split(" (")[0] if "with " in tips[0] else None
+            if proj:
+                out.append(f"project the input with a shortcut branch: add {{ branch {{ {proj} }} branch {{ ...the body... }} }}")
+        if 1 in tips:
+            out.append("the body: " + tips[1])
+        elif shapes[1][-1] != inp[-1] and shapes[1][:-1] == inp[:-1]:
+            out.append(f"end the body with dense {inp[-1]}, as wide as the input" if rank == 1 else
+                       f"end the body with {inp[-1]} channels, as the input has")
+        return "; or ".join(out) if out else f"the body must output the input's shape {_dims(inp)}"
+    return "; ".join(f"{names[i]}: {t}" for i, t in sorted(tips.items())) or f"make every branch output {_dims(shapes[-1])}"

@@ -17,6 +17,10 @@ The layout, in the order a spec reads:
     }
 
 - one blank line between sections (model, input, layers, expects, train);
+- blocks (`residual {`, `add {`, `repeat 3 {`, ...): the inside two spaces deeper a level, `}`
+  on its own line, `branch { }` for an empty branch, a branch of one layer and no comment
+  inside on one line; a block ends a group of aligned layer columns, but the trailing
+  comments of a run align across its blocks' lines;
 - inside a section the user's blank lines stay, runs of them collapsed to one; a blank line
   also ends a group of aligned rows;
 - comments stay where they were: a full-line comment with the statement that follows it, a
@@ -34,12 +38,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .diagnostics import Diagnostic
-from .parser import ExpectStmt, InputDecl, LayerStmt, ModelDecl, Option, TrainBlock, TrainItem, Value, parse
+from .parser import BlockStmt, ExpectStmt, InputDecl, LayerStmt, ModelDecl, Option, TrainBlock, TrainItem, Value, parse
 
 INDENT = "  "
 COMMENT_GAP = "  "
 
-_SECTION = {ModelDecl: 0, InputDecl: 1, LayerStmt: 2, ExpectStmt: 3, TrainBlock: 4}
+_SECTION = {ModelDecl: 0, InputDecl: 1, LayerStmt: 2, BlockStmt: 2, ExpectStmt: 3, TrainBlock: 4}
 
 
 def split_comment(line: str) -> tuple[str, str | None]:
@@ -93,6 +97,10 @@ def _items(lines: list[str], statements: list) -> list:
             out.append(_train_items(lines, st))
             i = st.span.end_line + 1
             continue
+        if isinstance(st, BlockStmt):
+            out.append(_block_items(lines, st, _comment_owners(lines, st)))
+            i = st.span.end_line + 1
+            continue
         if st is not None:
             out.append(_Stmt(st, comment))
         elif code.strip():  # pragma: no cover - every non-blank line of a parsed spec belongs to a statement
@@ -106,10 +114,14 @@ def _items(lines: list[str], statements: list) -> list:
 
 
 def _continues(previous: list, line: str) -> bool:
+    """Whether a comment-only line continues the trailing comment above it: it is indented past
+    the statement it follows (inside a block, a comment at the statements' own indent does not)."""
     if not previous or not line[:1].isspace():
         return False
     last = previous[-1]
-    return (isinstance(last, _Stmt) and last.comment is not None) or (isinstance(last, _Comment) and last.continues)
+    if isinstance(last, _Stmt) and last.comment is not None:
+        return len(line) - len(line.lstrip()) + 1 > last.node.span.col
+    return isinstance(last, _Comment) and last.continues
 
 
 def _train_items(lines: list[str], block: TrainBlock) -> _Stmt:
@@ -129,6 +141,63 @@ def _train_items(lines: list[str], block: TrainBlock) -> _Stmt:
         else:
             stmt.inner.append(_Blank())
     return stmt
+
+
+def _comment_owners(lines: list[str], top: BlockStmt) -> dict[tuple[str, int], str]:
+    """Which part of a block each comment on a line with code belongs to: the last thing on its
+    line, a statement, a block's '{' or a block's '}' ((what, id(statement)) -> comment)."""
+    last: dict[int, tuple[tuple[int, int], tuple[str, int]]] = {}
+
+    def event(line: int, col: int, key: tuple[str, int]) -> None:
+        if line not in last or (line, col) > (line, last[line][0][1]):
+            last[line] = ((line, col), key)
+
+    stack = [top]
+    while stack:
+        st = stack.pop()
+        if isinstance(st, BlockStmt):
+            event(st.open_span.line, st.open_span.col, ("open", id(st)))
+            event(st.span.end_line, st.span.end_col, ("close", id(st)))
+            stack.extend(st.body)
+        else:
+            event(st.span.end_line, st.span.end_col, ("stmt", id(st)))
+    owners = {}
+    for line, (_, key) in last.items():
+        comment = split_comment(lines[line - 1])[1] if line <= len(lines) else None
+        if comment is not None:
+            owners[key] = comment
+    return owners
+
+
+def _block_items(lines: list[str], block: BlockStmt, owners: dict) -> _Stmt:
+    """A block and what is inside, in source order: statements, nested blocks, and the comment and
+    blank lines between them."""
+    stmt = _Stmt(block, open_comment=owners.get(("open", id(block))), close_comment=owners.get(("close", id(block))))
+    children = sorted(block.body, key=lambda c: (c.span.line, c.span.col))
+    covered = set()
+    for c in children:
+        covered.update(range(c.span.line, c.span.end_line + 1))
+    free = [j for j in range(block.span.line + 1, block.span.end_line) if j not in covered]
+    k = 0
+    for c in children:
+        while k < len(free) and free[k] < c.span.line:
+            _free_line(lines, free[k], stmt.inner)
+            k += 1
+        if isinstance(c, BlockStmt):
+            stmt.inner.append(_block_items(lines, c, owners))
+        else:
+            stmt.inner.append(_Stmt(c, owners.get(("stmt", id(c)))))
+    for j in free[k:]:
+        _free_line(lines, j, stmt.inner)
+    return stmt
+
+
+def _free_line(lines: list[str], j: int, inner: list) -> None:
+    comment = split_comment(lines[j - 1])[1]
+    if comment is not None:
+        inner.append(_Comment(comment, _continues(inner, lines[j - 1])))
+    else:
+        inner.append(_Blank())
 
 
 # --- tokens as written ----------------------------------------------------------------------
@@ -196,18 +265,34 @@ def _normalize_gap(gap: list) -> list:
     return out
 
 
-def _emit_run(run: list[_Stmt], indent: str) -> list[str]:
-    """A run of statements with no blank line between them (comments may be): layers in it
-    share columns, and the trailing comments of the run share a column."""
-    layer_texts = iter(_align_layers([s.node for s in run if isinstance(s, _Stmt) and isinstance(s.node, LayerStmt)]))
+def _run_entries(run: list[_Stmt], indent: str) -> list:
+    """The lines of a run before its trailing comments are aligned: (code, comment) pairs, plain
+    strings, and comments that continue a trailing one. A block's lines are all in its run."""
+    # layers share columns with the layers next to them; a block ends such a group
+    groups: list[list[LayerStmt]] = [[]]
+    for s in run:
+        if isinstance(s, _Stmt) and isinstance(s.node, BlockStmt):
+            groups.append([])
+        elif isinstance(s, _Stmt) and isinstance(s.node, LayerStmt):
+            groups[-1].append(s.node)
+    layer_texts = iter([text for group in groups for text in _align_layers(group)])
     code: list[tuple[str, str | None] | str] = []
     for s in run:
         if isinstance(s, _Comment):
             code.append(s if s.continues else indent + s.text)
         elif isinstance(s.node, LayerStmt):
             code.append((indent + next(layer_texts), s.comment))
+        elif isinstance(s.node, BlockStmt):
+            code.extend(_block_entries(s, indent))
         else:
             code.append((indent + _simple(s.node), s.comment))
+    return code
+
+
+def _emit_run(run: list[_Stmt], indent: str) -> list[str]:
+    """A run of statements with no blank line between them (comments may be): layers in it
+    share columns, and the trailing comments of the run share a column (a block's too)."""
+    code = _run_entries(run, indent)
     width = max((len(c[0]) for c in code if isinstance(c, tuple) and c[1] is not None), default=0)
     out = []
     for c in code:
@@ -222,8 +307,9 @@ def _emit_run(run: list[_Stmt], indent: str) -> list[str]:
     return out
 
 
-def _emit_block(items: list, indent: str, top: bool) -> list[str]:
-    """Lines of a sequence of items (the top level, or a train block's inside)."""
+def _emit_block(items: list, indent: str, top: bool, raw: bool = False) -> list:
+    """Lines of a sequence of items (the top level, or a train block's inside); `raw`: the
+    entries of a block's inside, their comments aligned by the run that holds the block."""
     out: list[str] = []
     run: list = []  # statements (and comments between them) not separated by a blank line
     prev_section = None
@@ -233,7 +319,7 @@ def _emit_block(items: list, indent: str, top: bool) -> list[str]:
     def flush():
         nonlocal run
         if run:
-            out.extend(_emit_run(run, indent))
+            out.extend(_run_entries(run, indent) if raw else _emit_run(run, indent))
         run = []
 
     for it in items + [None]:
@@ -251,6 +337,9 @@ def _emit_block(items: list, indent: str, top: bool) -> list[str]:
                 gap.pop(0)
         elif top and it is not None and section != prev_section and not (gap and isinstance(gap[0], _Blank)):
             gap.insert(0, _Blank())
+            for g in gap:  # after the blank line a comment no longer continues a trailing one
+                if isinstance(g, _Comment):
+                    g.continues = False
         for g in gap:
             if isinstance(g, _Blank):
                 flush()
@@ -279,6 +368,21 @@ def _emit_train(st: _Stmt, indent: str) -> list[str]:
     lines += inner
     lines.append(indent + "}" + (COMMENT_GAP + st.close_comment if st.close_comment else ""))
     return lines
+
+
+def _block_entries(st: _Stmt, indent: str) -> list:
+    """`head {`, the inside indented two more spaces, `}` on its own line. An empty block is
+    `head { }`; a branch of one layer and no comments inside is one line: `branch { dense 8 }`."""
+    node = st.node
+    head = indent + " ".join(c for c in _layer_cells(node) if c)
+    body = [it for it in st.inner if not isinstance(it, _Blank)]
+    if not body and not st.open_comment:
+        return [(head + " { }", st.close_comment)]
+    if (node.kind == "branch" and not st.open_comment and len(body) == 1 and isinstance(body[0], _Stmt)
+            and isinstance(body[0].node, LayerStmt) and body[0].comment is None):
+        return [(head + " { " + " ".join(c for c in _layer_cells(body[0].node) if c) + " }", st.close_comment)]
+    return ([(head + " {", st.open_comment)] + _emit_block(st.inner, indent + INDENT, top=False, raw=True)
+            + [(indent + "}", st.close_comment)])
 
 
 def format_source(text: str, file: str = "<string>") -> tuple[str | None, list[Diagnostic]]:

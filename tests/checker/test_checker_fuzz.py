@@ -26,6 +26,19 @@ from nnc.summary import to_json, to_text
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = sorted({p.read_text() for d in ("tests/data/contract", "specs") for p in (ROOT / d).glob("*.nnspec")})
 assert len(SEEDS) >= 5
+BLOCK_SEEDS = [
+    "model r\ninput x: float32[12, 12, 3]\nconv2d 8 kernel=3 padding=same\n"
+    "residual {\n  conv2d 8 kernel=3 padding=same activation=relu\n  conv2d 8 kernel=3 padding=same\n}\n"
+    "add {\n  branch { conv2d 16 kernel=1 stride=2 }\n  branch {\n    conv2d 16 kernel=3 stride=2 padding=same\n  }\n}\n"
+    "concat axis=-1 {\n  branch { }\n  branch { conv2d 4 kernel=1 }\n}\nglobalavgpool\ndense 10 activation=softmax\n",
+    "model s\ninput t: int64[20] vocab=100\nembedding 16\nstage: repeat 2 {\n  residual { dense 16 activation=relu\n"
+    "             dropout 0.1 }\n}\nsubtract {\n  branch { dense 16 }\n  branch { }\n}\n"
+    "average {\n  branch { lstm 8 }\n  branch { gru 8 }\n}\ndense 2 activation=softmax\n"
+    "expect output == [2]\ntrain {\n  loss sparse_categorical_crossentropy\n}\n",
+    "model n\ninput x: float32[6]\nmaximum {\n  branch { multiply {\n    branch { dense 6 }\n    branch { }\n  } }\n"
+    "  branch { minimum {\n    branch { }\n    branch { relu }\n  } }\n}\nrepeat 3 { dense 6 }\n",
+]
+SEEDS = sorted(SEEDS + BLOCK_SEEDS)
 
 WORDS = sorted(KINDS) + [
     "model", "input", "expect", "train", "params", "output", "float32", "int64", "vocab=100", "kernel=3",
@@ -33,6 +46,8 @@ WORDS = sorted(KINDS) + [
     "return_sequences=true", "reset_after=false", "pool_size=2", "units=4", "loss", "optimizer", "sgd", "adam",
     "lr=0.1", "epochs", "batch_size", "=", "==", "<=", ":", "[", "]", "(", ")", "{", "}", ",", "#", "3x5", "0",
     "-1", "1e-3", "0.5", "true", "x:", "[10]", "[28, 28, 1]", '"relu"', "\t", "\n", "\r\n",
+    "residual {", "add {", "concat {", "subtract {", "repeat 2 {", "repeat", "branch {", "branch { }", "{ }",
+    "} }", "axis=2", "s1:",
 ]
 CHARS = st.sampled_from(list("abcxyz0189 _=:[](){},.#-+\"'\t\n\r$@\\\x00é✓"))
 NUMBER = re.compile(r"\d+")
@@ -135,6 +150,54 @@ def test_many_broken_lines_stop_at_the_error_limit(text, n, junk):
     broken = "\n".join(line + "\n" + junk if i < n else line for i, line in enumerate(lines))
     assert_well_formed(broken)
     assert len(check_source(broken).errors) <= MAX_SYNTAX_ERRORS + len(lines)
+
+
+@st.composite
+def block_soup(draw) -> str:
+    """Random nesting of blocks, branches and layers, with braces dropped or added at random."""
+    def stack(depth: int) -> list[str]:
+        out = []
+        for _ in range(draw(st.integers(0, 3))):
+            if depth < 4 and draw(st.booleans()):
+                kind = draw(st.sampled_from(["residual", "add", "concat", "subtract", "repeat 2", "branch",
+                                             "average", "x: repeat 0", "dense 3", "maximum axis=1"]))
+                inner = stack(depth + 1)
+                if draw(st.booleans()):
+                    out.append(kind + " { " + " ".join(inner).replace("\n", " ") + " }")
+                else:
+                    out += [kind + " {"] + ["  " + line for line in inner] + ["}"]
+            else:
+                out.append(draw(st.sampled_from(["dense 4", "relu", "conv2d 4 kernel=3", "dropout 0.5", "flatten",
+                                                 "conv2d 4 kernel=1 stride=2", "a: relu", "globalavgpool"])))
+        return out
+
+    lines = ["model m", draw(st.sampled_from(["input x: float32[8, 8, 3]", "input x: float32[6]",
+                                              "input t: int64[5] vocab=9"]))] + stack(0)
+    text = "\n".join(lines)
+    for _ in range(draw(st.integers(0, 3))):
+        i = draw(st.integers(0, len(text)))
+        op = draw(st.sampled_from(["{", "}", "\n", "del"]))
+        text = text[:i] + text[i + 1:] if op == "del" else text[:i] + op + text[i:]
+    return text
+
+
+@settings(max_examples=500, **SETTINGS)
+@given(st.one_of(block_soup(), st.sampled_from(BLOCK_SEEDS), mutants()))
+def test_random_blocks_end_in_diagnostics_or_a_clean_pass(text):
+    """Blocks nested at random, braces added and dropped: diagnostics or a model, never an
+    exception; and what formats, formats idempotently."""
+    from nnc.fmt import format_source
+    from nnc.graph import to_dot
+
+    assert_well_formed(text)
+    result = check_source(text)
+    if result.model is not None:
+        to_dot(result.model)
+        assert len(result.model.layers) == len({layer.name for layer in result.model.layers})
+    out, errors = format_source(text)
+    assert (out is None) == bool(errors)
+    if out is not None:
+        assert format_source(out)[0] == out
 
 
 def test_cli_on_mutants_exits_0_or_1_without_traceback(tmp_path):

@@ -202,6 +202,76 @@ def layer_tokens(draw, state: dict) -> list[str]:
     return name + [kind] + positional + [f"{k}={v}" for k, v in options]
 
 
+# blocks whose inside keeps any shape (so they fit anywhere), in every layout the grammar allows
+SAFE = st.sampled_from(["relu", "tanh", "dropout 0.5", "sigmoid"])
+MERGES = ["add", "concat", "multiply", "average", "maximum", "minimum", "subtract"]
+
+
+@st.composite
+def stack_items(draw, state: dict, depth: int, in_repeat: bool, least: int) -> list:
+    """What goes inside a stack: layer texts and nested blocks (lists of lines)."""
+    items = []
+    for _ in range(draw(st.integers(least, 3))):
+        if depth < 2 and draw(st.integers(0, 3)) == 0:
+            items.append(draw(block_lines(state, depth + 1, in_repeat)))
+        else:
+            items.append(draw(SAFE))
+    return items
+
+
+def _brace_lines(draw, head: str, items: list, indent: str) -> list[str]:
+    """`head {`, the items, `}`: across lines, or with the first item on the '{' line and the '}'
+    on the last item's line, or all on one line; comments on the brace lines sometimes."""
+    if not items:
+        return [indent + head + draw(st.sampled_from([" { }", " {}", "{ }", " {\n" + indent + "}"]))]
+    simple = all(isinstance(it, str) for it in items)
+    if simple and len(items) == 1 and draw(st.booleans()):
+        return [indent + f"{head} {{ {items[0]} }}"]
+    inner = indent + draw(st.sampled_from(["  ", "    ", "\t", ""]))
+    body: list[str] = []
+    for it in items:
+        if isinstance(it, str):
+            body.append(inner + it)
+        else:
+            body.extend(inner + line for line in it)
+        if draw(st.integers(0, 5)) == 0:
+            body.append(draw(st.sampled_from(["", inner + draw(COMMENT)])))
+    while body and not body[-1].strip():
+        body.pop()
+    open_comment = draw(SPACE) + draw(COMMENT) if draw(st.integers(0, 3)) == 0 else ""
+    first = f"{indent}{head} {{"
+    if isinstance(items[0], str) and not open_comment and draw(st.booleans()):
+        first += " " + body.pop(0).strip()
+    close = indent + "}" + (draw(SPACE) + draw(COMMENT) if draw(st.integers(0, 3)) == 0 else "")
+    if body and "#" not in body[-1] and isinstance(items[-1], str) and draw(st.booleans()):
+        return [first + open_comment] + body[:-1] + [body[-1] + " }"]
+    if not body and "#" not in first and draw(st.booleans()):
+        return [first + " }"]
+    return [first + open_comment] + body + [close]
+
+
+@st.composite
+def block_lines(draw, state: dict, depth: int, in_repeat: bool) -> list[str]:
+    # a concat widens the channels: inside a residual or a branch it would not match the other side
+    kind = draw(st.sampled_from(["residual", "repeat"] + [m for m in MERGES if m != "concat" or not depth]))
+    head = kind
+    if kind == "repeat":
+        head += f" {draw(st.integers(1, 3))}"
+    if kind == "concat" and draw(st.booleans()):
+        head += " axis=-1"
+    if not in_repeat and draw(st.integers(0, 3)) == 0:
+        state["n"] += 1
+        head = f"b{state['n']}: " + head
+    if kind in ("residual", "repeat"):
+        items = draw(stack_items(state, depth, in_repeat or kind == "repeat", 1))
+    else:
+        items = []
+        for _ in range(2 if kind == "subtract" else draw(st.integers(2, 3))):
+            branch = draw(stack_items(state, depth, in_repeat, 0))
+            items.append(_brace_lines(draw, "branch", branch, ""))
+    return _brace_lines(draw, head, items, "")
+
+
 @st.composite
 def specs(draw) -> str:
     lines: list[str] = []
@@ -227,7 +297,10 @@ def specs(draw) -> str:
         lines.append(draw(spaced(["input", "x:", "float32[7]"])))
     for _ in range(draw(st.integers(1, 8))):
         gap()
-        lines.append(draw(spaced(draw(layer_tokens(state)))))
+        if draw(st.integers(0, 3)) == 0:
+            lines.extend(draw(block_lines(state, 0, False)))
+        else:
+            lines.append(draw(spaced(draw(layer_tokens(state)))))
     if draw(st.booleans()):
         gap()
         lines.append(draw(spaced(["expect", "params", ">=", "0"])))
@@ -269,3 +342,29 @@ def test_the_example_specs_are_in_canonical_layout():
             continue
         text = open(path, encoding="utf-8").read()
         assert format_source(text)[0] == text, f"{path} is not formatted: run nnc fmt {path}"
+
+
+def test_blocks_in_canonical_layout():
+    """Written by hand: two spaces a level, '}' on its own line, `branch { }` for an empty branch,
+    a branch of one layer (and no comment inside) on one line, comments where they were; the
+    trailing comments of a run share a column, a block's lines included."""
+    messy = (
+        "model m\ninput x: float32[8, 8, 4]\n"
+        "residual { conv2d 4 kernel=3 padding=same   # first\n"
+        "     relu }  # the sum\n"
+        "add {\n"
+        "        branch {\n\n\n        }\n"
+        "  branch {conv2d 4   kernel=1}\n"
+        "  branch {\n    # a note\n    conv2d 4 kernel=1\n  }\n"
+        "}\n"
+        "s1:   repeat 2 {  # twice\n  add { branch { }\n  branch { relu\n  }\n }\n}\n"
+    )
+    want = (
+        "model m\n\ninput x: float32[8, 8, 4]\n\n"
+        "residual {\n  conv2d 4 kernel=3 padding=same  # first\n  relu\n}                                 # the sum\n"
+        "add {\n  branch { }\n  branch { conv2d 4 kernel=1 }\n  branch {\n    # a note\n    conv2d 4 kernel=1\n  }\n}\n"
+        "s1: repeat 2 {                    # twice\n  add {\n    branch { }\n    branch { relu }\n  }\n}\n"
+    )
+    assert format_source(messy)[0] == want
+    assert assert_formats_well(messy) == want
+    assert check_source(want).ok

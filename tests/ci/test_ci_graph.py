@@ -124,3 +124,49 @@ def test_no_system_graphviz_needed(tmp_path):
                        capture_output=True, text=True, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     png_size(out.read_bytes())
+
+
+BLOCKS = (
+    "model blocks\ninput x: float32[8, 8, 4]\nconv2d 8 kernel=3 padding=same\n"
+    "residual {\n  conv2d 8 kernel=3 padding=same activation=relu\n  conv2d 8 kernel=3 padding=same\n}\n"
+    "concat {\n  branch { }\n  branch { conv2d 4 kernel=1 }\n  branch {\n    conv2d 4 kernel=1\n"
+    "    conv2d 4 kernel=3 padding=same\n  }\n}\n"
+    "stage: repeat 2 { conv2d 16 kernel=1 }\nglobalavgpool\ndense 10 activation=softmax\n"
+)
+
+
+def test_branches_are_drawn_side_by_side_and_joined_by_their_merge(tmp_path):
+    from nnc import check_source
+    from nnc.graph import render, tree_layout
+
+    model = check_source(BLOCKS).model
+    lay = tree_layout(model)
+    at = {b["title"].split(" ")[0]: (cx, top) for cx, top, b in lay.boxes}
+    # the concat's three branches: the empty one and two stacks in their own columns, one row
+    assert at["conv2d_4"][1] == at["conv2d_5"][1] and at["conv2d_4"][0] < at["conv2d_5"][0]
+    assert at["conv2d_6"] == (at["conv2d_5"][0], at["conv2d_5"][1] + 1)
+    # each merge sits below its branches, on the block's axis, with an arrow from every branch
+    assert at["concat_1"][1] > at["conv2d_6"][1] and at["residual_1"][1] > at["conv2d_3"][1]
+    into = [pts for pts in lay.arrows if pts[-1] == at["concat_1"]]
+    assert len(into) == 3
+    # a frame a block, labelled with its name (repeat with its count)
+    assert {f[4] for f in lay.frames} == {"residual_1", "concat_1", "stage · repeat ×2"}
+    data = render(model, "png")
+    path = tmp_path / "blocks.png"
+    path.write_bytes(data)
+    w, h = png_size(data)
+    assert w >= 600 and h >= 100 * len(lay.boxes) * 0.9
+    import matplotlib.image
+
+    assert matplotlib.image.imread(str(path)).std() > 0.05
+
+
+def test_blocks_in_dot_are_clusters_with_a_merge_node():
+    from nnc import check_source
+    from nnc.graph import to_dot
+
+    dot = to_dot(check_source(BLOCKS).model)
+    assert 'subgraph "cluster_residual_1"' in dot and 'subgraph "cluster_stage"' in dot
+    assert 'label="stage (repeat ×2)"' in dot
+    assert dot.count('[label="branch ') == 2 + 3  # residual: input and body; concat: three branches
+    assert "concat_1 (concat)" in dot and "shape=octagon" in dot
