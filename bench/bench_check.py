@@ -5,8 +5,6 @@
    Goal: nnc under 0.3 s.
 2. `nnc check` of specs of 100, 1,000 and 10,000 layers (dense 8 and relu, alternating): the
    time per layer and whether it grows linearly. Goal: 10,000 layers under 1 s.
-3. The grammar cache: `nnc check` with the cached LALR tables against building them each run
-   (NNC_NO_CACHE=1), the measurement behind choosing the cache.
 
 Every figure is the median of several runs; ratios compare runs of the same session.
 
@@ -85,14 +83,13 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args()
 
-    wall(NNC + ["check", str(CONTRACT)], 2)  # warm the grammar cache and the file system
+    wall(NNC + ["check", str(CONTRACT)], 2)  # warm the file system
     nnc_contract = wall(NNC + ["check", str(CONTRACT)], args.reps)
     keras = wall([sys.executable, "-c", KERAS_SCRIPT], args.keras_reps)
-    nocache = wall(NNC + ["check", str(CONTRACT)], args.reps, env={"NNC_NO_CACHE": "1"})
     python = wall([sys.executable, "-c", "pass"], args.reps)
     med = statistics.median
     print(f"nnc check {CONTRACT.name}: {med(nnc_contract):.3f} s; keras build+summary: {med(keras):.2f} s; "
-          f"without grammar cache: {med(nocache):.3f} s; bare python: {med(python):.3f} s")
+          f"bare python: {med(python):.3f} s")
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,8 +115,6 @@ def main() -> None:
         f"| `nnc check {CONTRACT.name}` | {med(nnc_contract):.3f} s | 1.0x |",
         f"| Keras 3 (torch backend): import, build the same model, `summary()` | {med(keras):.2f} s "
         f"| {med(keras) / med(nnc_contract):.1f}x |",
-        f"| `nnc check` building the grammar each run (`NNC_NO_CACHE=1`) | {med(nocache):.3f} s "
-        f"| {med(nocache) / med(nnc_contract):.2f}x |",
         f"| `python -c pass` (the interpreter alone) | {med(python):.3f} s | {med(python) / med(nnc_contract):.2f}x |",
         "",
         "Specs of N layers (`dense 8` and `relu`, alternating). *Checking* is parse and check inside the process "
@@ -135,7 +130,7 @@ def main() -> None:
         "",
         f"Time per layer at {n2:,} layers against {n1:,}: {per_layer_ratio:.2f}x (1.0 is linear growth, more "
         f"would be super-linear). 10,000 layers: {whole2:.2f} s for the whole process. The grammar's LALR tables "
-        "are cached in the user's cache dir (lark's cache, renamed into place); the parser builds nnc's AST while "
+        "ship with the package as JSON (no pickle, no user cache); the parser builds nnc's AST while "
         "parsing, with no parse tree and no position propagation.",
     ]
     text = "\n".join(body)

@@ -280,47 +280,77 @@ def _grammar_text() -> str:
     return resources.files("nnc.grammar").joinpath("nnspec.lark").read_text(encoding="utf-8")
 
 
-def _cache_path(text: str) -> str | None:
-    """Where the analysed grammar is cached: the user's cache dir, one file per grammar, lark and
-    Python version (so a file is never stale). None when caching is off (NNC_NO_CACHE=1)."""
-    if os.environ.get("NNC_NO_CACHE"):
-        return None
+GRAMMAR_OPTIONS = dict(parser="lalr", maybe_placeholders=False)
+TABLES_FILE = "nnspec.tables.json"
+_INT_KEYS, _TUPLE = "\u0000i", "\u0000t"  # JSON has neither int keys nor tuples: tagged, restored on load
+
+
+def _to_json(o):
+    if isinstance(o, dict):
+        if all(isinstance(k, str) for k in o):
+            return {k: _to_json(v) for k, v in o.items()}
+        return {_INT_KEYS: [[k, _to_json(v)] for k, v in o.items()]}
+    if isinstance(o, tuple):
+        return {_TUPLE: [_to_json(v) for v in o]}
+    if isinstance(o, list):
+        return [_to_json(v) for v in o]
+    return o
+
+
+def _from_json(d: dict):
+    if len(d) == 1:
+        if _INT_KEYS in d:
+            return {k: v for k, v in d[_INT_KEYS]}
+        if _TUPLE in d:
+            return tuple(d[_TUPLE])
+    return d
+
+
+def grammar_tables(text: str) -> str:
+    """The LALR tables of grammar `text` as JSON (lark's memo_serialize, what its standalone
+    generator embeds), with the grammar's SHA-256 and the lark version that made them. They ship
+    beside the grammar (nnc/grammar/nnspec.tables.json); `write_tables()` regenerates them."""
     import hashlib
-    import sys
+    import json
 
     from lark import __version__ as lark_version
+    from lark.grammar import Rule
+    from lark.lexer import TerminalDef
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    key = hashlib.sha256(f"{text}\0{lark_version}\0{sys.version_info[:2]}".encode()).hexdigest()[:16]
-    return os.path.join(base, "nnc", f"nnspec-{key}.lark-cache")
+    data, memo = Lark(text, **GRAMMAR_OPTIONS).memo_serialize([TerminalDef, Rule])
+    return json.dumps({"grammar_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                       "lark_version": lark_version, "data": _to_json(data), "memo": _to_json(memo)},
+                      separators=(",", ":"), sort_keys=True) + "\n"
+
+
+def _grammar_path(name: str) -> str:
+    import nnc.grammar
+
+    return os.path.join(os.path.dirname(nnc.grammar.__file__ or ""), name)
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    """The LALR parser. Building it from the grammar costs ~25 ms a process, a third of what
-    `nnc check` of a small spec costs; lark's own cache (a pickle of the parse tables, checked
-    against a hash of the grammar) brings that to ~3 ms. The cache is written to a temporary
-    name and renamed, so no process reads it half-written; where it cannot be written, the
-    grammar is built each run, which is only slower."""
+    """The LALR parser. Analysing the grammar costs ~25 ms a process, a third of what `nnc check`
+    of a small spec costs, so its tables ship with the package as data (JSON, read in ~3 ms).
+    They are used only when they were made from this grammar by this lark; otherwise the grammar
+    is analysed here, which is only slower. Nothing is read from a user-writable cache: lark's
+    own cache is a pickle, and a pickle planted there would run code on `nnc check`."""
+    import hashlib
+    import json
+
+    from lark import __version__ as lark_version
+
     text = _grammar_text()
-    options = dict(parser="lalr", maybe_placeholders=False, transformer=_ToAST())
-    path = _cache_path(text)
-    if path is None:
-        return Lark(text, **options)
-    if os.path.exists(path):
-        return Lark(text, cache=path, **options)
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        parser = Lark(text, cache=tmp, **options)
-        os.replace(tmp, path)
-        return parser
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        return Lark(text, **options)
+        with open(_grammar_path(TABLES_FILE), encoding="utf-8") as f:
+            tables = json.loads(f.read(), object_hook=_from_json)
+        if (tables["grammar_sha256"] == hashlib.sha256(text.encode("utf-8")).hexdigest()
+                and tables["lark_version"] == lark_version):
+            return Lark._load_from_dict(tables["data"], tables["memo"], transformer=_ToAST())
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no tables (a zipped install), or not these: analyse the grammar
+    return Lark(text, transformer=_ToAST(), **GRAMMAR_OPTIONS)
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -850,3 +880,14 @@ def parse(text: str, file: str = "<string>") -> SpecAST:
                     continue  # the lines were not whole statements after all: retry with the line blanked
             start = stop if first is not None else line + 1
             code.forget(start)
+
+
+
+
+def write_tables() -> str:
+    """Regenerate grammar/nnspec.tables.json after an edit of grammar/nnspec.lark (a test fails
+    until then): python -c 'from nnc.parser import write_tables; write_tables()'."""
+    path = _grammar_path(TABLES_FILE)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(grammar_tables(_grammar_text()))
+    return path

@@ -73,3 +73,44 @@ def test_nnc_check_of_contract_specs_imports_neither_numpy_nor_onnx():
         print(json.dumps({{"code": code, "heavy": heavy}}))
     """)
     assert out == {"code": 0, "heavy": []}
+
+
+def test_grammar_tables_ship_current_and_are_what_lark_builds(tmp_path, monkeypatch):
+    """The LALR tables ship as JSON data made from grammar/nnspec.lark (no pickle, no user cache):
+    they must be current, and parse exactly as tables lark builds from the grammar."""
+    import hashlib
+    import json
+
+    import nnc.parser as p
+    from lark import Lark
+
+    text = p._grammar_text()
+    with open(p._grammar_path(p.TABLES_FILE), encoding="utf-8") as f:
+        tables = json.load(f)
+    assert tables["grammar_sha256"] == hashlib.sha256(text.encode()).hexdigest(), \
+        "grammar/nnspec.tables.json is stale: run python -c 'from nnc.parser import write_tables; write_tables()'"
+    # nothing under the user's cache dir is read: a planted file there changes nothing
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "nnc").mkdir()
+    for name in ("nnspec.lark-cache", "nnspec-0000.lark-cache"):
+        (tmp_path / "nnc" / name).write_bytes(b"\x80\x04not a real pickle")
+    p._lark.cache_clear()
+    try:
+        shipped = p._lark()
+        built = Lark(text, transformer=p._ToAST(), **p.GRAMMAR_OPTIONS)
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[2]
+        for spec in sorted((root / "specs").glob("*.nnspec")) + sorted((root / "tests/checker/golden").glob("block_*.nnspec")):
+            src = spec.read_text()
+            try:
+                a = shipped.parse(src)
+            except Exception as e:  # noqa: BLE001 - both must fail alike
+                a = type(e).__name__
+            try:
+                b = built.parse(src)
+            except Exception as e:  # noqa: BLE001
+                b = type(e).__name__
+            assert repr(a) == repr(b), spec.name
+    finally:
+        p._lark.cache_clear()
