@@ -311,12 +311,17 @@ def check_source(text: str, file: str = "<string>") -> CheckResult:
     return CheckResult(file, text, model, diags)
 
 
+MAX_SPEC_CHARS = 64 * 2**20  # a 10,000-layer spec is about 250 KB
+
+
 def check_file(path: str) -> CheckResult:
     """Read and check a spec file; an unreadable file is an `io` diagnostic, not an exception."""
     try:
         with open(path, encoding="utf-8-sig") as f:  # a BOM (Windows editors) is not part of the spec
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+            text = f.read(MAX_SPEC_CHARS + 1)  # bounded: /dev/zero or a runaway file is not read forever
+        if len(text) > MAX_SPEC_CHARS:
+            raise ValueError(f"it is larger than {MAX_SPEC_CHARS // 2**20} MiB, which no spec needs")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         d = Diagnostic("io", f"cannot read {path}: {reason}", Span(1, 1, 1, 1), file=path)
         return CheckResult(path, "", None, [d])

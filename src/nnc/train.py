@@ -543,6 +543,17 @@ def read_state(out: str) -> tuple[dict[str, np.ndarray], dict]:
     if missing:
         raise UserError(f"cannot resume from {out}: {STATE} lacks {', '.join(missing)} in its metadata "
                         "(it is not a checkpoint of this nnc, or it was edited)", exit_code=1)
+    types = {"epoch": int, "iterations": int, "history": dict, "wait": int, "best_epoch": int, "config": dict,
+             "spec_source": str, "spec_path": str, "spec_sha256": str, "data": str, "data_sha256": str}
+    wrong = [k for k, t in types.items() if not isinstance(meta[k], t) or isinstance(meta[k], bool)]
+    if not wrong:
+        try:
+            config_from_json(meta["config"])
+        except (TypeError, ValueError, KeyError, AttributeError):
+            wrong = ["config"]
+    if wrong:
+        raise UserError(f"cannot resume from {out}: {STATE} has a broken '{wrong[0]}' in its metadata "
+                        "(it is not a checkpoint of this nnc, or it was edited)", exit_code=1)
     if meta.get("version") != STATE_VERSION:
         raise UserError(f"cannot resume from {out}: {STATE} has version {meta.get('version')}, "
                         f"this nnc writes {STATE_VERSION}")

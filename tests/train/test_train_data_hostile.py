@@ -220,3 +220,28 @@ def test_initial_weights_are_drawn_in_chunks_as_one_float64_draw():
         W._CHUNK = old
     want = rng_b.uniform(-0.3, 0.3, size=(70, 45)).astype(np.float32)
     assert got.dtype == np.float32 and np.array_equal(got, want)
+
+
+def test_spec_files_are_read_with_a_bound(tmp_path):
+    from nnc.checker import check_file
+
+    r = check_file("/dev/zero")  # never ends: refused after the bound, not read forever
+    assert not r.ok and r.errors[0].code == "io" and "larger than" in r.errors[0].message
+
+
+def test_state_with_metadata_of_the_wrong_types_is_refused(tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    spec = tmp_path / "m.nnspec"
+    spec.write_text("model m\ninput x: float32[8, 8, 1]\nflatten\ndense 10 activation=softmax\n")
+    assert main(["train", str(spec), "--data", "digits", "--out", str(run), "--epochs", "1", "-q"]) == 0
+    with np.load(run / "state.npz") as d:
+        arrays = {k: d[k] for k in d.files}
+    meta = json.loads(str(arrays["meta"]))
+    for key, bad in (("epoch", "one"), ("config", {"optimizer": 3}), ("history", [1, 2])):
+        broken = dict(meta, **{key: bad})
+        np.savez(run / "state.npz", **{**arrays, "meta": np.array(json.dumps(broken))})
+        assert main(["train", "--resume", str(run), "-q"]) == 1
+        err = capsys.readouterr().err
+        assert f"broken '{key}'" in err and "internal error" not in err
