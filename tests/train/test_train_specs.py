@@ -50,6 +50,18 @@ def test_spec_reaches_its_test_accuracy(name, trained, capsys):
 
 
 @pytest.mark.slow
+def test_the_residual_convnet_does_at_least_as_well_as_the_plain_one(trained, capsys):
+    """Issue 9: the digits train a residual convnet spec to at least the plain convnet's accuracy."""
+    acc = {}
+    for name in ("digits_convnet", "digits_resnet"):
+        spec, out = trained[name]
+        capsys.readouterr()
+        assert main(["eval", spec, "--weights", str(out / "weights.npz"), "--data", "digits", "--format", "json"]) == 0
+        acc[name] = json.loads(capsys.readouterr().out)["accuracy"]
+    assert acc["digits_resnet"] >= acc["digits_convnet"], acc
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TARGETS)
 def test_trained_model_on_onnxruntime_predicts_as_numpy(name, trained, tmp_path):
     ort = pytest.importorskip("onnxruntime")
