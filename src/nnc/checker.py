@@ -604,6 +604,8 @@ class _Checker:
     # -- blocks
 
     def _has_syntax(self, st) -> bool:
+        if not self._syntax_lines:  # the usual case: no generator set up for each of 10,000 layers
+            return False
         return any(st.span.line <= line <= st.span.end_line for line in self._syntax_lines)
 
     def _claim(self, name: str, span: Span, what: str) -> bool:

@@ -221,14 +221,11 @@ class _ToAST(Transformer):
         return InputDecl(str(name), str(dtype), _tok_span(dtype), dim_vals, _between(dims[1], dims[-2]), args,
                          _between(kw, end))
 
-    def head(self, ch):
-        return ch
+    def plain(self, ch):  # `_head` is inlined: ch is [NAME ":"]? KIND args...
+        return self.layer(ch)
 
-    def plain(self, ch):
-        return self.layer(list(ch[0]))
-
-    def block(self, ch):
-        return self.layer(list(ch[0]) + [ch[1]])
+    def block(self, ch):  # the same, then the _Body
+        return self.layer(ch)
 
     def layer(self, ch):
         body = ch.pop() if ch and isinstance(ch[-1], _Body) else None

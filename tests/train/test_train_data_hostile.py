@@ -245,3 +245,43 @@ def test_state_with_metadata_of_the_wrong_types_is_refused(tmp_path, capsys):
         assert main(["train", "--resume", str(run), "-q"]) == 1
         err = capsys.readouterr().err
         assert f"broken '{key}'" in err and "internal error" not in err
+
+
+def test_more_reported_cases_are_clear_errors(tmp_path, capsys):
+    """The rest of issue 10's list: a token id of 2^70, a state.npz lacking metadata keys, a
+    weights file that is not a zip (no invitation to unpickle), string/bool/uint8 run inputs."""
+    import json
+
+    ragged = np.empty(2, dtype=object)
+    ragged[:] = [[1, 2**70], [3]]
+    path = tmp_path / "big_id.npz"
+    np.savez(path, x_train=ragged, y_train=np.array([0, 1]))
+    _refused(str(path), "not sequences of token ids", model=TOKENS, allow_pickle=True)
+
+    spec = tmp_path / "m.nnspec"
+    spec.write_text("model m\ninput x: float32[8, 8, 1]\nflatten\ndense 10 activation=softmax\n")
+    run = tmp_path / "run"
+    assert main(["train", str(spec), "--data", "digits", "--out", str(run), "--epochs", "1", "-q"]) == 0
+    with np.load(run / "state.npz") as d:
+        arrays = {k: d[k] for k in d.files}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["history"], meta["config"]
+    np.savez(run / "state.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "-q"]) == 1
+    assert "lacks history, config in its metadata" in capsys.readouterr().err
+
+    not_zip = tmp_path / "w.npz"
+    not_zip.write_bytes(b"\x80\x04\x95 this is a pickle, not an archive")
+    assert main(["compile", str(spec), "--weights", str(not_zip), "-o", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "not an .npz archive" in err and "pickle" not in err.lower()
+
+    assert main(["compile", str(spec), "-o", str(tmp_path / "m.onnx")]) == 0
+    for arr in (np.array([["a"] * 64] * 2).reshape(2, 8, 8, 1), np.ones((2, 8, 8, 1), bool),
+                np.ones((2, 8, 8, 1), np.uint8)):
+        np.save(tmp_path / "x.npy", arr)
+        capsys.readouterr()
+        assert main(["run", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy")]) == 1
+        err = capsys.readouterr().err
+        assert f"input has dtype {arr.dtype}" in err and "internal error" not in err
