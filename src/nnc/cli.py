@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import Reported, UserError
@@ -57,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_main", None):
         parser.print_help()
         return 2
+    # SIGTERM (kill, a batch scheduler, a CI timeout) unwinds like Ctrl-C: temporary files are
+    # removed and `nnc train` checkpoints, instead of dying with a half-written .tmp left behind.
+    old_term = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         return int(args._main(args) or 0)
     except Reported as e:
@@ -71,12 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except MemoryError as e:  # numpy refused an allocation: the model or the data does not fit, no bug
+        print(f"nnc {args.command}: error: out of memory: {e}", file=sys.stderr)
+        print("help: `nnc summary` shows the memory a sample's activations need; try a smaller --batch-size, "
+              "fewer samples or a smaller model", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug in nnc: say so in one line; NNC_DEBUG=1 shows the traceback
         if os.environ.get("NNC_DEBUG"):
             raise
         print(f"nnc {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("help: this is a bug in nnc; rerun with NNC_DEBUG=1 for the traceback and report it", file=sys.stderr)
         return 3
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":  # pragma: no cover

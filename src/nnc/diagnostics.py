@@ -8,6 +8,7 @@ starts from the same objects.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Iterable
@@ -115,6 +116,9 @@ class Diagnostic:
         }
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def render(diag: Diagnostic, source: str | None, color: bool = False) -> str:
     """`FILE:LINE:COL: error: MESSAGE [code]`, the source line, a caret line, a help line."""
     sev = diag.severity
@@ -125,7 +129,9 @@ def render(diag: Diagnostic, source: str | None, color: bool = False) -> str:
     lines = source_lines(source) if source is not None else ()
     if 1 <= diag.span.line <= len(lines):
         text = lines[diag.span.line - 1]
-        out.append(text)
+        # control characters (ESC sequences could retitle or clear the reader's terminal) are
+        # shown as U+FFFD, one column each, so the carets still line up
+        out.append(_CONTROL.sub("\N{REPLACEMENT CHARACTER}", text))
         out.append(caret_line(text, diag.span))
     if diag.help:
         out.append(f"help: {diag.help}")

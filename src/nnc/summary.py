@@ -40,8 +40,10 @@ def node_json(node: Node) -> dict:
 def human_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
-            return f"{n:,} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
+            if unit == "B":
+                return f"{n:,} {unit}"
+            return f"{n:,.1f} {unit}" if isinstance(n, float) else f"{n:,}.0 {unit}"
+        n = n / 1024 if n < 2 ** 1000 else n // 1024  # a huge int would overflow a float
     raise AssertionError  # pragma: no cover
 
 

@@ -113,7 +113,8 @@ def check_fits_in_memory(model: Model, copies: int = 1, what: str = "its weights
     avail = available_memory()
     if avail is not None and need > avail:
         raise UserError(f"{model.name} has {model.total_params:,} parameters: {what} need {need:,} bytes "
-                        f"({need / 1024**3:,.1f} GiB), more than the {avail / 1024**3:,.1f} GiB of memory available",
+                        f"({f'{need / 1024**3:,.1f}' if need < 2**1000 else f'{need >> 30:,}'} GiB), "  # huge ints overflow floats
+                        f"more than the {avail / 1024**3:,.1f} GiB of memory available",
                         exit_code=1, help="`nnc check` and `nnc summary` count such a model without allocating it")
 
 

@@ -285,3 +285,37 @@ def test_more_reported_cases_are_clear_errors(tmp_path, capsys):
         assert main(["run", str(tmp_path / "m.onnx"), "--input", str(tmp_path / "x.npy")]) == 1
         err = capsys.readouterr().err
         assert f"input has dtype {arr.dtype}" in err and "internal error" not in err
+
+
+def test_train_refuses_a_folder_holding_someone_elses_weights(tmp_path, capsys):
+    # `nnc train --out .` next to an unrelated weights.npz / history.json: no run's state.npz
+    # there, so those files are not nnc's to overwrite (issue 10: no destroyed file)
+    spec = tmp_path / "m.nnspec"
+    spec.write_text("model m\ninput x: float32[8, 8]\nflatten\ndense 10 activation=softmax\n")
+    out = tmp_path / "here"
+    out.mkdir()
+    (out / "weights.npz").write_bytes(b"precious")
+    (out / "history.json").write_text("precious")
+    rc = main(["train", str(spec), "--data", "digits", "--out", str(out), "--epochs", "1", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "weights.npz, history.json but no training run" in err, err
+    assert (out / "weights.npz").read_bytes() == b"precious" and (out / "history.json").read_text() == "precious"
+    assert sorted(os.listdir(out)) == ["history.json", "weights.npz"]  # no lock, no state left behind
+    # an empty folder is still a fine place for a new run
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["train", str(spec), "--data", "digits", "--out", str(empty), "--epochs", "1", "-q"]) == 0
+
+
+def test_activations_beyond_memory_are_a_user_error(tmp_path, capsys):
+    # 23 parameters, but a sample's activations need 10**13 x 3 floats: numpy refuses the
+    # allocation (beyond any address space); that is the model's size, not a bug in nnc
+    spec = tmp_path / "m.nnspec"
+    spec.write_text("model m\ninput x: float32[4]\ndense 3\nrepeat_vector 10000000000000\nglobalavgpool\n"
+                    "dense 2 activation=softmax\n")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.normal(size=(8, 4)).astype(np.float32), y_train=np.arange(8) % 2)
+    rc = main(["train", str(spec), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error: out of memory" in err and "internal error" not in err, err
+    assert not (tmp_path / "run" / "weights.npz").exists()

@@ -61,6 +61,8 @@ def _main(args) -> int:
     if args.opset not in SUPPORTED_OPSETS:
         raise UserError(f"--opset {args.opset} is not supported: nnc writes opsets {SUPPORTED_OPSETS.start} "
                         f"to {SUPPORTED_OPSETS.stop - 1}", exit_code=2)
+    if args.seed < 0:
+        raise UserError(f"--seed must be 0 or more, received {args.seed}", exit_code=2)
     r = check_file(args.file)
     model = checked_model(r)
     if args.weights:

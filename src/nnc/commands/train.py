@@ -118,6 +118,12 @@ def main(args) -> int:
                             help=f"continue it with `nnc train --resume {out}`, or choose another --out")
         if os.path.exists(out) and not os.path.isdir(out):
             raise UserError(f"cannot train into {out}: it is a file, not a folder", help="choose another --out")
+        # files a run writes, there without a run's state.npz: someone else's (`--out .` next to
+        # a weights.npz): training would overwrite them
+        clash = [f for f in (WEIGHTS, HISTORY, CURVES) if os.path.lexists(os.path.join(out, f))]
+        if clash:
+            raise UserError(f"cannot train into {out}: it holds {', '.join(clash)} but no training run ({STATE}), "
+                            "and training would overwrite them", help="choose another --out, or move those files away")
     data_ref = data_arg if data_arg in BUILTIN else os.path.abspath(data_arg)
     data = load_data(data_ref, model, cfg.loss, allow_pickle=args.allow_pickle)
     if meta is None:  # a new run: claim the folder only once the data is known to fit (a refusal leaves nothing)
