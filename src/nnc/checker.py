@@ -198,10 +198,18 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
                     report("keras-only", f"Keras's {arg.key} option is not in nnc", arg.key_span,
                            help=_keras_option_help(arg, owner, by_name))
                     continue
+                names = ", ".join(by_name) if by_name else "no options"
+                # an option of other kinds (dilation on conv2d_transpose): said as such, never a typo
+                elsewhere = [k for k, kd in KINDS.items()
+                             if any(arg.key == o.name or arg.key in o.aliases for o in kd.options)]
+                if elsewhere:
+                    report("unknown-option", f"{owner} has no option '{arg.key}': it is an option of "
+                           f"{', '.join(elsewhere[:6])}" + (", ..." if len(elsewhere) > 6 else ""),
+                           arg.key_span, help=f"{owner} takes: {names}")
+                    continue
                 guess = did_you_mean(arg.key, list(by_name) + list(alias))
                 if guess:
                     guessed.add(alias.get(guess, guess))
-                names = ", ".join(by_name) if by_name else "no options"
                 report("unknown-option", f"{owner} has no option '{arg.key}'" + (f"; did you mean '{guess}'?" if guess else ""),
                        arg.key_span, help=f"{owner} takes: {names}")
                 continue  # reported; the rest of the layer can still be checked
@@ -223,9 +231,19 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
             pos += 1
             span, val = arg.span, arg
         if key in given:
-            report("duplicate-option", f"{owner} option '{key}' is given twice", span,
-                   help=f"first given at line {given[key].line}, column {given[key].col}")
-            continue
+            first = f"first given at line {given[key].line}, column {given[key].col}"
+            named_after_positional = (isinstance(arg, Option) and key in positional[:pos]
+                                      and not any(isinstance(a, Option) and alias.get(a.key, a.key) == key
+                                                  for a in args[:next(i for i, b in enumerate(args) if b is arg)]))
+            if named_after_positional:  # `depthwise_conv2d 16 kernel=3`
+                first = f"{owner}'s positional value is its {key}, given first at column {given[key].col}"
+                if owner.startswith("depthwise_conv"):
+                    first += ("; a depthwise convolution has no filters: it outputs the input's channels "
+                              "x depth_multiplier")
+            report("duplicate-option", f"{owner} option '{key}' is given twice", span, help=first)
+            if not named_after_positional:
+                continue
+            # the named value is the one meant: the rest is checked with it (no error from the other)
         given[key] = span
         keras_only = _keras_only_value(by_name[key], val)
         if keras_only:
@@ -274,6 +292,16 @@ def _keras_option_help(arg: Option, owner: str, by_name: dict[str, Opt]) -> str:
     return f"{advice}; {takes}" if advice else takes
 
 
+# option values Keras's twin takes and nnc does not (UpSampling2D's interpolations, Bidirectional's
+# merge_mode=None): said to be Keras's, never a typo of one of nnc's values
+_KERAS_VALUES_NOT_IN_NNC = {
+    **{("interpolation", w): "nnc upsamples by repeating (nearest) or linearly (bilinear)"
+       for w in ("bicubic", "lanczos3", "lanczos5", "area")},
+    ("merge", "none"): "Keras's merge_mode=None returns the two directions as a list; an nnc layer has one "
+                       "output: merge=concat joins them",
+}
+
+
 def _keras_only_value(opt: Opt, val: Value) -> tuple[str, str] | None:
     """(message, help) for a value Keras has and nnc does not: an activation, a loss."""
     if opt.type != "choice" or val.kind not in ("word", "string") or val.value in opt.choices:
@@ -283,6 +311,10 @@ def _keras_only_value(opt: Opt, val: Value) -> tuple[str, str] | None:
         advice = KERAS_ACTIVATIONS_NOT_IN_NNC[word.lower()]
         acts = f"nnc's activations: {', '.join(opt.choices)}"
         return f"Keras's activation '{word}' is not in nnc", f"{advice}; {acts}" if advice else acts
+    if (opt.name, word.lower()) in _KERAS_VALUES_NOT_IN_NNC:
+        advice = _KERAS_VALUES_NOT_IN_NNC[opt.name, word.lower()]
+        return (f"Keras's {opt.name}={word} is not in nnc",
+                f"{advice}; nnc's {opt.name} values: {', '.join(opt.choices)}")
     if opt.name == "loss" and word.lower() in KERAS_LOSSES_NOT_IN_NNC:
         advice = KERAS_LOSSES_NOT_IN_NNC[word.lower()]
         losses = f"nnc's losses: {', '.join(LOSSES)}"

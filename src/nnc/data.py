@@ -291,8 +291,11 @@ def _labels(y, name, positions, classes):
         else:
             raise UserError(f"{name} has labels of shape {list(y.shape[1:])}, but sparse labels for a model with "
                             f"output {list(positions) + [classes]} are shaped {list(positions)} (one class id "
-                            f"per sample)", exit_code=1,
-                            help="one-hot targets go with loss categorical_crossentropy")
+                            f"per {'position' if positions else 'sample'})", exit_code=1,
+                            help="one-hot targets go with loss categorical_crossentropy"
+                            + ("; the model classifies every position: for one class per sample, end it with "
+                               "an output of [classes] (return_sequences=false, a global pooling or flatten)"
+                               if positions and not y.shape[1:] else ""))
     if np.issubdtype(y.dtype, np.floating) and (y != np.round(y)).any():
         raise UserError(f"{name} has labels that are not whole numbers, but class ids are 0 to {classes - 1}",
                         exit_code=1)

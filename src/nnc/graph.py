@@ -11,6 +11,7 @@ block in a labelled frame.
 from __future__ import annotations
 
 from .model import Block, Layer, Model
+from .kinds import KINDS
 
 FORMATS = ("svg", "png", "dot")
 
@@ -24,8 +25,10 @@ _COLORS = {
     "embedding": ("#e8f5e9", "#2e7d32"),
     "other": ("#f5f5f5", "#616161"),
 }
+_CONV_KINDS = ("conv1d", "conv2d", "separable_conv1d", "separable_conv2d", "depthwise_conv1d", "depthwise_conv2d",
+               "conv1d_transpose", "conv2d_transpose")
 _FAMILY = {
-    "conv1d": "conv", "conv2d": "conv",
+    **{k: "conv" for k in _CONV_KINDS},
     "maxpool1d": "pool", "maxpool2d": "pool", "avgpool1d": "pool", "avgpool2d": "pool",
     "globalmaxpool": "pool", "globalavgpool": "pool",
     "dense": "dense", "rnn": "recurrent", "lstm": "recurrent", "gru": "recurrent", "embedding": "embedding",
@@ -48,12 +51,19 @@ def key_options(layer: Layer) -> str:
     """The options a reader needs, in words: `32 filters 3×3, relu`, `2×2 pool`, `64 units`."""
     o, k = layer.options, layer.kind
     parts: list[str] = []
-    if k in ("conv1d", "conv2d"):
-        parts.append(f"{o['filters']} filters {_size(o['kernel'])}")
+    if k in _CONV_KINDS:
+        what = f"{o['filters']} filters " if "filters" in o else "depthwise "
+        parts.append(f"{what}{_size(o['kernel'])}")
         if any(s != 1 for s in o["stride"]):
             parts.append(f"stride {_size(o['stride'])}")
-        if o["padding"] == "same":
-            parts.append("same padding")
+        if any(d != 1 for d in o.get("dilation", (1,))):
+            parts.append(f"dilation {_size(o['dilation'])}")
+        if o.get("groups", 1) != 1:
+            parts.append(f"{o['groups']} groups")
+        if o.get("depth_multiplier", 1) != 1:
+            parts.append(f"depth multiplier {o['depth_multiplier']}")
+        if o["padding"] in ("same", "causal"):
+            parts.append(f"{o['padding']} padding")
         if o["activation"] != "linear":
             parts.append(o["activation"])
         if not o["use_bias"]:
@@ -86,7 +96,24 @@ def key_options(layer: Layer) -> str:
             parts.append("reset_after=false")
         if o.get("return_sequences"):
             parts.append("all steps")
+        if o.get("bidirectional"):
+            parts.append(f"bidirectional ({o['merge']})")
+    elif k in KINDS:  # the newer kinds: the options that differ from Keras's defaults
+        for opt in KINDS[k].options:
+            v = o.get(opt.name)
+            if v is not None and (opt.required or opt.name in KINDS[k].positional or v != opt.default):
+                parts.append(f"{opt.name}={_opt_text(opt, v)}")
     return ", ".join(parts)
+
+
+def _opt_text(opt, v) -> str:
+    """A value as the spec writes it: true, [4, 12], [1, 0, 2, 3], 2×3."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        flat = [x for d in v for x in (d if isinstance(d, (tuple, list)) else (d,))]
+        return _size(v) if opt.type.startswith("size") else "[" + ", ".join(map(str, flat)) + "]"
+    return _num(v) if isinstance(v, float) else str(v)
 
 
 def _title(layer: Layer) -> str:
@@ -193,6 +220,11 @@ def render(model: Model, fmt: str) -> bytes:
     import io
 
     fig = figure(model)
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):  # a 1,000,000-letter name would take matplotlib hours to lay out
+        if len(t.get_text()) > 200:
+            t.set_text(t.get_text()[:199] + "…")
     buf = io.BytesIO()
     # no dates or software versions in the file: the same spec draws the same bytes
     metadata = {"Date": None} if fmt == "svg" else {"Software": None}

@@ -409,10 +409,15 @@ def _translate_call(call: ast.Call, depth: int) -> KerasCall | None:
             for kw in call.keywords:
                 if kw.arg == "merge_mode":
                     try:
-                        extra += f" merge={_const(kw.value)}"
+                        mode = _const(kw.value)
                     except (ValueError, SyntaxError, TypeError):
-                        pass
-            return KerasCall(keras, inner.line + extra, inner.notes + [
+                        mode = Ellipsis
+                    if mode in ("concat", "sum", "mul", "ave"):
+                        extra += f" merge={mode}"
+                    else:  # merge_mode=None (a list of both directions) has no nnc spelling
+                        notes.append(f"left out merge_mode={ast.unparse(kw.value)}: nnc's merge is concat, sum, "
+                                     "mul or ave (an nnc layer has one output)")
+            return KerasCall(keras, inner.line + extra, inner.notes + notes + [
                 "nnc writes Keras's Bidirectional as the option bidirectional=true of rnn, lstm and gru"])
         if keras == "TimeDistributed" and kind == "dense":
             return KerasCall(keras, inner.line, inner.notes + [
@@ -454,6 +459,9 @@ def _translate_call(call: ast.Call, depth: int) -> KerasCall | None:
         return None
     if keras in KERAS_LAYERS_NOT_IN_NNC:
         return KerasCall(keras, None, [], not_in_nnc=True)
+    if keras == "ReLU" and [(kw.arg, ast.unparse(kw.value)) for kw in call.keywords] in (
+            [("max_value", "6")], [("max_value", "6.0")]) and not call.args:
+        return KerasCall(keras, "relu6", ["nnc's relu6 is Keras's ReLU(max_value=6)"])  # MobileNet's
     kind = KERAS_TO_KIND.get(keras)
     if kind is None:
         return None

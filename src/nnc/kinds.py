@@ -490,6 +490,11 @@ class _Recurrent(Kind):
             raise ShapeError(f"a bidirectional {self.name} reads the sequence both ways already; Keras's Bidirectional "
                              "refuses go_backwards=true", "bad-value", option="go_backwards",
                              help="leave go_backwards out, or use bidirectional=false")
+        if not opts.get("bidirectional") and opts.get("merge", "concat") != "concat":
+            # merge joins the two directions of a bidirectional layer; alone it would do nothing
+            raise ShapeError(f"merge={opts['merge']} joins the two directions of a bidirectional {self.name}, but this "
+                             f"{self.name} reads one direction", "bad-value", option="merge",
+                             help=f"add bidirectional=true, or leave merge out")
         if opts["return_sequences"]:
             return (shape[0], self.output_units(opts))
         return (self.output_units(opts),)
@@ -989,7 +994,8 @@ class Attention(Kind):
         if len(shape) == 1:
             return "attention reads [steps, features]: put an embedding or a reshape before it"
         if len(shape) == 3:
-            return "reshape the image to [steps, features] first (reshape [-1, channels])"
+            return (f"reshape the image to [steps, features] first: reshape [-1, {shape[-1]}] makes its "
+                    f"{shape[0]}x{shape[1]} positions {shape[0] * shape[1]} steps")
         return None
 
     def value_dim(self, opts) -> int:

@@ -43,3 +43,14 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_spec(tmp_path):
     result = nnc.check(str(p))
     assert result.ok and result.diagnostics == [], [d.message for d in result.diagnostics]
     assert result.model.name == "m"
+
+
+def test_attention_on_an_image_names_the_reshape_to_write():
+    from nnc.checker import check_source as _check
+
+    r = _check("model m\ninput x: float32[8, 6, 3]\nattention heads=2 key_dim=4\n")
+    (d,) = r.errors
+    assert d.code == "bad-input-rank" and "reshape [-1, 3]" in d.help and "48 steps" in d.help
+    # and that reshape does what the help says
+    fixed = _check("model m\ninput x: float32[8, 6, 3]\nreshape [-1, 3]\nattention heads=2 key_dim=4\n")
+    assert fixed.ok and fixed.model.output_shape == (48, 3)

@@ -73,6 +73,9 @@ def test_translated_keras_calls_give_keras_shapes_and_counts():
     ("out: Dense(10, activation='softmax')", "out: dense 10 activation=softmax"),  # nnc's naming, Keras's call
     ("Embedding(10000, 64)", "embedding 64 vocab=10000"),
     ("Bidirectional(LSTM(8), merge_mode='sum')", "lstm 8 bidirectional=true merge=sum"),
+    ("Bidirectional(GRU(8), merge_mode=None)", "gru 8 bidirectional=true"),  # was merge=None, not nnc
+    ("layers.ReLU(max_value=6)", "relu6"),  # MobileNetV2's ReLU6 (was relu, dropping the cap)
+    ("layers.ReLU(max_value=5)", "relu"),  # no nnc spelling: a note says what was left out
     ("TimeDistributed(Dense(4))", "dense 4"),
     ("Dense(10, kernel_regularizer=regularizers.l2(1e-4))", "dense 10 l2=0.0001"),
     ("keras.Input(shape=(28, 28, 1))", "input x: float32[28, 28, 1]"),
@@ -244,3 +247,63 @@ def test_python_warnings_of_a_line_never_reach_the_user():
             check_source(f"model m\ninput x: float32[4]\n{line}\n")
             translate(line)
     assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("layer, key, owners", [
+    ("conv1d_transpose 4 kernel=3 dilation=2", "dilation", "conv1d"),  # was "did you mean 'activation'?"
+    ("rnn 4 recurrent_activation=sigmoid", "recurrent_activation", "lstm, gru"),  # was "did you mean 'activation'?"
+    ("dense 4 dropout=0.5", "dropout", "rnn"),
+])
+def test_an_option_of_other_kinds_is_said_to_be_theirs_not_a_typo(layer, key, owners):
+    (d,) = one_layer(layer)
+    assert d.code == "unknown-option" and "did you mean" not in d.message
+    assert f"has no option '{key}': it is an option of " in d.message and owners in d.message
+    assert d.span.col == layer.index(key) + 1
+
+
+def test_a_real_typo_still_gets_did_you_mean():
+    (d,) = one_layer("dense 4 activaton=relu")
+    assert "did you mean 'activation'?" in d.message
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_merge_without_bidirectional_is_an_error_at_merge(kind):
+    (d,) = one_layer(f"{kind} 4 merge=sum")
+    assert d.code == "bad-value" and "bidirectional=true" in d.help
+    assert d.span.col == len(f"{kind} 4 ") + 1
+    assert one_layer(f"{kind} 4 merge=sum bidirectional=true") == []
+    assert one_layer(f"{kind} 4 merge=concat") == []
+
+
+def test_depthwise_filters_as_positional_is_one_error_that_explains_the_positional():
+    # `depthwise_conv2d 16 kernel=3`: 16 is taken as Keras's kernel_size; one error, no noise
+    # from a 16x16 kernel, and the rest of the model is checked with kernel=3
+    ds = check_source("model m\ninput x: float32[8, 8, 3]\ndepthwise_conv2d 16 kernel=3\nflatten\n"
+                      "expect output == [1]\n").diagnostics
+    assert [(d.span.line, d.code) for d in ds] == [(3, "duplicate-option"), (5, "expect-failed")]
+    assert "positional value is its kernel" in ds[0].help and "no filters" in ds[0].help
+    assert "[108]" in ds[1].message  # 6*6*3 with kernel=3
+    (d1, d2) = one_layer("dense 4 units=5 units=6")
+    assert "positional value is its units" in d1.help and d2.help == "first given at line 3, column 9"
+
+
+@pytest.mark.parametrize("layer, decl", [
+    ("upsampling2d 2 interpolation=bicubic", "float32[4, 4, 2]"),  # was a plain bad-value
+    ("upsampling2d 2 interpolation=area", "float32[4, 4, 2]"),
+    ("lstm 4 bidirectional=true merge=None", "float32[8, 4]"),  # Bidirectional(merge_mode=None)
+])
+def test_keras_option_values_nnc_lacks_are_said_to_be_keras(layer, decl):
+    (d,) = one_layer(layer, decl)
+    assert d.code == "keras-only" and d.message.startswith("Keras's ") and "did you mean" not in d.message
+    assert d.span.col == layer.index("=", layer.index("interpolation" if "interp" in layer else "merge")) + 2
+
+
+def test_a_misspelt_option_value_is_still_a_typo():
+    (d,) = one_layer("upsampling2d 2 interpolation=bilnear", "float32[4, 4, 2]")
+    assert d.code == "bad-value" and "did you mean 'bilinear'?" in d.message
+
+
+def test_bidirectional_merge_mode_none_is_a_note_and_the_line_checks():
+    call = translate("Bidirectional(GRU(8), merge_mode=None)")
+    assert any("merge_mode=None" in n for n in call.notes)
+    assert check_source(f"model m\ninput x: float32[6, 3]\n{call.line}\n").ok

@@ -79,6 +79,22 @@ def test_key_options_in_words():
         "100 ids → 8-d vectors", "4 units, all steps", "2 units, reset_after=false"]
 
 
+def test_key_options_of_the_newer_kinds():
+    # the options of the newer kinds were left out of the diagram (a bidirectional GRU read as a
+    # plain one, a dilated causal conv as a plain conv, a separable conv had no words at all)
+    from nnc import loads
+    from nnc.graph import key_options
+
+    m = loads("model m\ninput x: float32[12, 4]\nconv1d 4 kernel=3 padding=causal dilation=2 groups=2\n"
+              "separable_conv1d 6 kernel=3 depth_multiplier=2\ndepthwise_conv1d kernel=2\n"
+              "gru 3 bidirectional=true merge=sum return_sequences=true\nreshape [-1, 1]\n"
+              "attention heads=2 key_dim=4 causal=true\nbatchnorm center=false\nzeropad1d [1, 2]\n")
+    assert [key_options(l) for l in m.layers] == [
+        "4 filters 3, dilation 2, 2 groups, causal padding", "6 filters 3, depth multiplier 2", "depthwise 2",
+        "3 units, all steps, bidirectional (sum)", "shape=[-1, 1]", "heads=2, key_dim=4, causal=true",
+        "center=false", "padding=[1, 2]"]
+
+
 def test_svg_and_dot_outputs(capsys, tmp_path):
     spec = REPO / "tests" / "data" / "contract" / "imdb_lstm.nnspec"
     svg = tmp_path / "g.svg"

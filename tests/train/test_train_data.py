@@ -140,3 +140,15 @@ def test_cli_refuses_bad_data_before_training(tmp_path, capsys):
     assert "Traceback" not in err and not out.exists()
     rc = main(["train", str(spec), "--data", str(tmp_path / "nope.npz"), "--out", str(out)])
     assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_one_label_per_sample_for_a_per_step_model_says_so(tmp_path):
+    seq = _model("input s: float32[6, 2]\nlstm 3 return_sequences=true\ndense 4 activation=softmax\n")
+    x = np.zeros((3, 6, 2), np.float32)
+    with pytest.raises(UserError, match=r"shaped \[6\] \(one class id per position\)") as e:
+        load_data(_npz(tmp_path, x_train=x, y_train=np.array([0, 1, 2])), seq, SCE)
+    assert "return_sequences=false" in e.value.help
+    # per-sample labels of a per-sample model: the word is still "sample", and no such help
+    msg = _refused(_npz(tmp_path, x_train=np.zeros((3, 8, 8, 1), np.float32), y_train=np.zeros((3, 2))), IMAGE, SCE,
+                   "one class id per sample")
+    assert "labels of shape [2]" in msg
