@@ -17,9 +17,6 @@ import hashlib
 from typing import Any
 
 from .diagnostics import Diagnostic, Span, did_you_mean
-from .keras_names import (KERAS_ACTIVATIONS_NOT_IN_NNC, KERAS_LAYERS_NOT_IN_NNC, KERAS_LOSSES_NOT_IN_NNC,
-                          KERAS_OPTIMIZERS_NOT_IN_NNC, KERAS_OPTIONS_NOT_IN_NNC, KERAS_TO_KIND_LOWER, keras_layer_not_in_nnc,
-                          translate)
 from .kinds import (DROPOUT_KINDS, KINDS, RECURRENT_KINDS, Opt, ShapeError, fmt_shape, is_activation_kind,
                     layer_activation)
 from .model import BLOCKS, Block, CheckResult, EarlyStopping, InputSpec, Layer, Model, Node, OptimizerConfig, TrainConfig
@@ -62,18 +59,12 @@ EARLY_STOPPING = (
 TRAIN_KEYS = ("loss", "optimizer", "metrics", "early_stopping") + tuple(TRAIN_SCALARS)
 
 
-# Keras class names (in any case) and common words to nnc kinds, so that `Conv2D`,
-# `SimpleRNN` or `convolution` get a suggestion where spelling distance finds none.
-_KERAS_NAMES = dict(KERAS_TO_KIND_LOWER)
-_KERAS_NAMES.update({
-    "convolution": "conv2d", "conv": "conv2d", "fc": "dense", "maxpool": "maxpool2d", "avgpool": "avgpool2d",
-    "batch_norm": "batchnorm", "batch_normalization": "batchnorm", "bn": "batchnorm", "layer_norm": "layernorm",
-    "layer_normalization": "layernorm", "multi_head_attention": "attention", "mha": "attention",
-    "leakyrelu": "leaky_relu", "zero_padding2d": "zeropad2d", "zeropadding": "zeropad2d", "upsample": "upsampling2d",
-    "conv2dtranspose": "conv2d_transpose", "deconv2d": "conv2d_transpose", "deconv": "conv2d_transpose",
-    "separableconv2d": "separable_conv2d", "depthwiseconv2d": "depthwise_conv2d", "simplernn": "rnn",
-    "bilstm": "lstm", "bigru": "gru", "birnn": "rnn",
-})
+def _kn():
+    """nnc.keras_names, the tables of what Keras has: loaded only when a spec has a mistake to
+    explain (a clean `nnc check` never needs them)."""
+    from . import keras_names
+
+    return keras_names
 
 
 class _Collector:
@@ -194,7 +185,7 @@ def bind(args: list, positional: tuple[str, ...], opts: tuple[Opt, ...], owner: 
             seen_option = True
             key = alias.get(arg.key, arg.key)
             if key not in by_name:
-                if arg.key in KERAS_OPTIONS_NOT_IN_NNC:
+                if arg.key in _kn().KERAS_OPTIONS_NOT_IN_NNC:
                     report("keras-only", f"Keras's {arg.key} option is not in nnc", arg.key_span,
                            help=_keras_option_help(arg, owner, by_name))
                     continue
@@ -288,7 +279,7 @@ def _keras_option_help(arg: Option, owner: str, by_name: dict[str, Opt]) -> str:
         return f"the shape goes in the input statement: input x: float32[{', '.join(map(str, dims))}]"
     if key == "axis" and owner not in ("batchnorm", "layernorm"):
         return takes
-    advice = KERAS_OPTIONS_NOT_IN_NNC[key]
+    advice = _kn().KERAS_OPTIONS_NOT_IN_NNC[key]
     return f"{advice}; {takes}" if advice else takes
 
 
@@ -307,16 +298,16 @@ def _keras_only_value(opt: Opt, val: Value) -> tuple[str, str] | None:
     if opt.type != "choice" or val.kind not in ("word", "string") or val.value in opt.choices:
         return None
     word = str(val.value)
-    if "relu" in opt.choices and word.lower() in KERAS_ACTIVATIONS_NOT_IN_NNC:
-        advice = KERAS_ACTIVATIONS_NOT_IN_NNC[word.lower()]
+    if "relu" in opt.choices and word.lower() in _kn().KERAS_ACTIVATIONS_NOT_IN_NNC:
+        advice = _kn().KERAS_ACTIVATIONS_NOT_IN_NNC[word.lower()]
         acts = f"nnc's activations: {', '.join(opt.choices)}"
         return f"Keras's activation '{word}' is not in nnc", f"{advice}; {acts}" if advice else acts
     if (opt.name, word.lower()) in _KERAS_VALUES_NOT_IN_NNC:
         advice = _KERAS_VALUES_NOT_IN_NNC[opt.name, word.lower()]
         return (f"Keras's {opt.name}={word} is not in nnc",
                 f"{advice}; nnc's {opt.name} values: {', '.join(opt.choices)}")
-    if opt.name == "loss" and word.lower() in KERAS_LOSSES_NOT_IN_NNC:
-        advice = KERAS_LOSSES_NOT_IN_NNC[word.lower()]
+    if opt.name == "loss" and word.lower() in _kn().KERAS_LOSSES_NOT_IN_NNC:
+        advice = _kn().KERAS_LOSSES_NOT_IN_NNC[word.lower()]
         losses = f"nnc's losses: {', '.join(LOSSES)}"
         return f"Keras's loss '{word}' is not in nnc", f"{advice}; {losses}" if advice else losses
     return None
@@ -601,7 +592,7 @@ class _Checker:
         lines = self.text.split("\n")
         line = lines[st.kind_span.line - 1] if st.kind_span.line <= len(lines) else ""
         if line[st.kind_span.end_col - 1:].lstrip().startswith("("):  # Dense(10) parses as a kind and a tuple
-            call = translate(line.split("#", 1)[0])
+            call = _kn().translate(line.split("#", 1)[0])
             if call is not None:
                 from .parser import call_columns
 
@@ -609,18 +600,18 @@ class _Checker:
                 r("keras-only" if call.not_in_nnc else "keras-call", call.message(),
                   Span(st.kind_span.line, first, st.kind_span.line, end), help=call.help())
                 return
-        keras = keras_layer_not_in_nnc(kind)
+        keras = _kn().keras_layer_not_in_nnc(kind)
         if keras is not None:
             r("keras-only", f"Keras's {keras} is not in nnc", st.kind_span,
-              help=KERAS_LAYERS_NOT_IN_NNC[keras] or f"layer kinds: {', '.join(KINDS)}")
+              help=_kn().KERAS_LAYERS_NOT_IN_NNC[keras] or f"layer kinds: {', '.join(KINDS)}")
             return
-        if kind.lower() in KERAS_ACTIVATIONS_NOT_IN_NNC:
-            advice = KERAS_ACTIVATIONS_NOT_IN_NNC[kind.lower()]
+        if kind.lower() in _kn().KERAS_ACTIVATIONS_NOT_IN_NNC:
+            advice = _kn().KERAS_ACTIVATIONS_NOT_IN_NNC[kind.lower()]
             acts = "nnc's activation layers: " + ", ".join(k for k in KINDS if is_activation_kind(k))
             r("keras-only", f"Keras's activation '{kind}' is not in nnc", st.kind_span,
               help=f"{advice}; {acts}" if advice else acts)
             return
-        guess = _KERAS_NAMES.get(kind.lower()) or did_you_mean(kind, KINDS)
+        guess = _kn().COMMON_NAMES_TO_KIND.get(kind.lower()) or did_you_mean(kind, KINDS)
         help = None
         if kind in TRAIN_KEYS:
             help = f"'{kind}' belongs inside a train {{ ... }} block"
@@ -628,7 +619,7 @@ class _Checker:
             help = f"'{kind}' is a statement keyword; check the rest of the line"
         elif guess in RECURRENT_KINDS and kind.lower().startswith("bi"):
             help = f"nnc writes a bidirectional layer as {guess} UNITS bidirectional=true"
-        elif kind.lower() in KERAS_TO_KIND_LOWER:
+        elif kind.lower() in _kn().KERAS_TO_KIND_LOWER:
             help = f"nnc's kinds are lowercase words: Keras's {kind} is {guess} (LANGUAGE.md lists each kind's Keras twin)"
         r("unknown-layer", f"unknown layer '{kind}'" + (f"; did you mean '{guess}'?" if guess else ""),
           st.kind_span, help=help or f"layer kinds: {', '.join(KINDS)}")
@@ -1022,8 +1013,8 @@ class _Checker:
             r("bad-train", "optimizer needs a name: sgd, rmsprop or adam", args[0].span if args else item.key_span)
             return None
         name = args[0].value
-        if name.lower() in KERAS_OPTIMIZERS_NOT_IN_NNC:
-            advice = KERAS_OPTIMIZERS_NOT_IN_NNC[name.lower()]
+        if name not in OPTIMIZERS and name.lower() in _kn().KERAS_OPTIMIZERS_NOT_IN_NNC:
+            advice = _kn().KERAS_OPTIMIZERS_NOT_IN_NNC[name.lower()]
             r("keras-only", f"Keras's optimizer '{name}' is not in nnc", args[0].span,
               help=(f"{advice}; " if advice else "") + "nnc's optimizers: sgd, rmsprop, adam")
             return None

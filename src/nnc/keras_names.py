@@ -530,3 +530,17 @@ def _translate_call(call: ast.Call, depth: int) -> KerasCall | None:
     words += [f"{k}={v}" for k, v in values.items()]
     line = prefix + " ".join(words)
     return KerasCall(keras, line, notes)
+
+
+# Keras class names (in any case) and common words to nnc kinds, so that `Conv2D`,
+# `SimpleRNN` or `convolution` get a suggestion where spelling distance finds none.
+COMMON_NAMES_TO_KIND = dict(KERAS_TO_KIND_LOWER)
+COMMON_NAMES_TO_KIND.update({
+    "convolution": "conv2d", "conv": "conv2d", "fc": "dense", "maxpool": "maxpool2d", "avgpool": "avgpool2d",
+    "batch_norm": "batchnorm", "batch_normalization": "batchnorm", "bn": "batchnorm", "layer_norm": "layernorm",
+    "layer_normalization": "layernorm", "multi_head_attention": "attention", "mha": "attention",
+    "leakyrelu": "leaky_relu", "zero_padding2d": "zeropad2d", "zeropadding": "zeropad2d", "upsample": "upsampling2d",
+    "conv2dtranspose": "conv2d_transpose", "deconv2d": "conv2d_transpose", "deconv": "conv2d_transpose",
+    "separableconv2d": "separable_conv2d", "depthwiseconv2d": "depthwise_conv2d", "simplernn": "rnn",
+    "bilstm": "lstm", "bigru": "gru", "birnn": "rnn",
+})
