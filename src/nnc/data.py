@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import zipfile
 from dataclasses import dataclass, field
 from math import prod
 
@@ -88,16 +87,12 @@ def _read(source: str, model: Model, loss: str, allow_pickle: bool = False) -> t
         raise UserError(f"cannot read data {source}: no such file",
                         help="--data takes an .npz (x_train, y_train[, x_test, y_test]), a .csv, or 'digits'")
     if ext == ".npz":
-        return _read_npz(source, allow_pickle), None, notes
+        from .npz import read_npz
+
+        return read_npz(source, "data", allow_pickle), None, notes
     if ext == ".csv":
         return _read_csv(source, model, loss), None, notes
     raise UserError(f"cannot read data {source}: expected an .npz or .csv file, or 'digits'")
-
-
-def _read_npz(path: str, allow_pickle: bool = False) -> dict:
-    from .npz import read_npz
-
-    return read_npz(path, "data", allow_pickle)
 
 
 def _read_csv(path: str, model: Model, loss: str) -> dict:

@@ -146,16 +146,20 @@ def _dot_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(model: Model) -> str:
-    if has_blocks(model):
-        return _tree_dot(model)
-    lines = [
+def _dot_header(model: Model) -> list[str]:
+    return [
         f"digraph {_dot_string(model.name)} {{",
         f"  label={_dot_string(f'{model.name}: {model.total_params:,} parameters')};",
         '  labelloc="t";',
         "  rankdir=TB;",
         '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
     ]
+
+
+def to_dot(model: Model) -> str:
+    if has_blocks(model):
+        return _tree_dot(model)
+    lines = _dot_header(model)
     for i, b in enumerate(boxes(model)):
         fill, edge = _COLORS[b["family"]]
         text = "\n".join(t for t in (b["title"], b["options"], " · ".join(x for x in (b["shape"], b["params"]) if x)) if t)
@@ -435,13 +439,7 @@ def _tree_figure(model: Model):
 
 
 def _tree_dot(model: Model) -> str:
-    lines = [
-        f"digraph {_dot_string(model.name)} {{",
-        f"  label={_dot_string(f'{model.name}: {model.total_params:,} parameters')};",
-        '  labelloc="t";',
-        "  rankdir=TB;",
-        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
-    ]
+    lines = _dot_header(model)
     count = [0]
 
     def box(b: dict, indent: str) -> str:

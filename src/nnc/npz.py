@@ -80,10 +80,13 @@ def headers(path: str, what: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]
     return out
 
 
-def read_npz(path: str, what: str, allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    """Every array of the archive, checked by `headers` first. Object arrays only with
-    `allow_pickle` (the user's word that the file is trusted)."""
-    declared = headers(path, what)
+def read_npz(path: str, what: str, allow_pickle: bool = False,
+             declared: dict[str, tuple[tuple[int, ...], np.dtype]] | None = None) -> dict[str, np.ndarray]:
+    """Every array of the archive, checked by `headers` first (pass what `headers` already
+    returned to skip reading them again). Object arrays only with `allow_pickle` (the user's
+    word that the file is trusted)."""
+    if declared is None:
+        declared = headers(path, what)
     for name, (_, dtype) in declared.items():
         if dtype.hasobject and not allow_pickle:
             raise UserError(f"{what} {path}: array '{name}' holds Python objects (such as ragged token lists), which "

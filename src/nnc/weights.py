@@ -176,8 +176,9 @@ def load_checkpoint(path: str, model: Model) -> dict[str, np.ndarray]:
     belongs) is refused before anything is decompressed."""
     from .npz import headers, read_npz
 
-    _refuse(model, _problems(model, headers(path, "weights"), None), f"weights {path}")
-    return validate(model, read_npz(path, "weights"), source=f"weights {path}")
+    declared = headers(path, "weights")
+    _refuse(model, _problems(model, declared, None), f"weights {path}")
+    return validate(model, read_npz(path, "weights", declared=declared), source=f"weights {path}")
 
 
 def output_target(path: str, inputs: tuple[str, ...] = ()) -> str:

@@ -328,19 +328,25 @@ def test_default_recurrent_activations_run_on_the_fast_cores():
         assert isinstance(kernel.fast, (_LstmFast, _GruFast))  # the defaults' core exists either way
 
 
+def _assert_float32_throughout(model):
+    """Float32 weights and inputs: a training forward, finite, and every gradient stay float32."""
+    rng = np.random.default_rng(0)
+    weights = {k: v.astype(np.float32) for k, v in make_weights(model, rng).items()}
+    net = Network(model, weights)
+    z = net.forward(make_inputs(model, rng).astype(np.float32), training=True, rng=rng)
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    grads = net.backward(np.ones_like(z), need_input_grad=True)
+    assert net.input_grad.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in grads.values()), {k: g.dtype for k, g in grads.items()}
+    return net, rng
+
+
 def test_recurrent_options_compute_in_float32():
     # the general cores, masks and merges keep float32 (the draws too)
     model = build("mat", "lstm 3 bidirectional=true dropout=0.3 recurrent_dropout=0.3 activation=gelu "
                   "return_sequences=true\ngru 2 recurrent_dropout=0.2 go_backwards=true recurrent_activation=hard_sigmoid "
                   "return_sequences=true\nrnn 2 bidirectional=true merge=ave dropout=0.2")
-    rng = np.random.default_rng(0)
-    weights = {k: v.astype(np.float32) for k, v in make_weights(model, rng).items()}
-    net = Network(model, weights)
-    z = net.forward(make_inputs(model, rng).astype(np.float32), training=True, rng=rng)
-    assert z.dtype == np.float32
-    grads = net.backward(np.ones_like(z), need_input_grad=True)
-    assert net.input_grad.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in grads.values()), {k: g.dtype for k, g in grads.items()}
+    _assert_float32_throughout(model)
 
 
 @pytest.mark.parametrize("inp,body", [
@@ -352,14 +358,7 @@ def test_recurrent_options_compute_in_float32():
 ])
 def test_conv_kinds_compute_in_float32(inp, body):
     model = build(inp, body)
-    rng = np.random.default_rng(0)
-    weights = {k: v.astype(np.float32) for k, v in make_weights(model, rng).items()}
-    net = Network(model, weights)
-    z = net.forward(make_inputs(model, rng).astype(np.float32), training=True, rng=rng)
-    assert z.dtype == np.float32
-    grads = net.backward(np.ones_like(z), need_input_grad=True)
-    assert net.input_grad.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in grads.values()), {k: g.dtype for k, g in grads.items()}
+    _assert_float32_throughout(model)
 
 
 def test_float32_weights_compute_in_float32_in_the_newer_kinds():
@@ -367,14 +366,7 @@ def test_float32_weights_compute_in_float32_in_the_newer_kinds():
     model = build("mat", f"batchnorm\nlayernorm\nprelu\nleaky_relu\nelu\n{acts}\n"
                   "attention heads=2 key_dim=3 dropout=0.2 causal=true\nposition_embedding\nspatial_dropout1d 0.2\n"
                   "reshape [5, 4]\npermute [2, 1]\nflatten\nrepeat_vector 2\nflatten\ndense 3 activation=log_softmax")
-    rng = np.random.default_rng(0)
-    weights = {k: v.astype(np.float32) for k, v in make_weights(model, rng).items()}
-    net = Network(model, weights)
-    z = net.forward(make_inputs(model, rng).astype(np.float32), training=True, rng=rng)
-    assert z.dtype == np.float32 and np.isfinite(z).all()
-    grads = net.backward(np.ones_like(z), need_input_grad=True)
-    assert net.input_grad.dtype == np.float32
-    assert all(g.dtype == np.float32 for g in grads.values()), {k: g.dtype for k, g in grads.items()}
+    net, rng = _assert_float32_throughout(model)
     assert all(w.dtype == np.float32 for w in net.weights.values())  # moving statistics updated in float32
     assert net.predict(make_inputs(model, rng)).dtype == np.float32
 
