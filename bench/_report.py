@@ -37,6 +37,8 @@ def machine() -> str:
 
 
 def commit() -> str:
+    if os.environ.get("NNC_BENCH_COMMIT"):  # a copy of the tree without .git (the GPU machine)
+        return os.environ["NNC_BENCH_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()

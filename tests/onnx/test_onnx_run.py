@@ -169,6 +169,35 @@ def test_contract_spec_on_cuda_matches_cpu(tmp_path, path):
     assert_close(y_cuda, y_cpu, rtol=1e-4, what=f"{model.name} cuda vs cpu")
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("family", ["kinds", "blocks"])
+def test_every_kind_and_block_on_cuda_matches_numpy(tmp_path, family):
+    # Every case of the ONNX kind and block tables, compiled and run on the CUDA provider, equals
+    # the NumPy backend in float64 (what the CPU provider is checked against elsewhere).
+    from block_cases import BLOCK_SPECS, block_model
+    from more_cases import MORE_SPECS
+    from nnc.backend import Network
+
+    names, make = (list(MORE_SPECS), option_model) if family == "kinds" else (list(BLOCK_SPECS), block_model)
+    failed = []
+    for name in names:
+        model = make(name)
+        w = random_weights(model, seed=5)
+        x = random_input(model, batch=2, seed=6)
+        path = _compiled(tmp_path, model, w)
+        r, reason = _cuda_session_or_reason(path)
+        if r is None:
+            pytest.skip(f"no CUDA provider here: {reason}")
+        assert r.session.get_providers()[0] == "CUDAExecutionProvider"
+        ref = Network(model, {k: v.astype(np.float64) for k, v in w.items()}).predict(
+            x if x.dtype == np.int64 else x.astype(np.float64))
+        y = r.run(x)
+        err = float(np.max(np.abs(y - ref)) / max(float(np.max(np.abs(ref))), 1e-6))
+        if not err <= 1e-4:
+            failed.append(f"{name}: relative error {err:.2e}")
+    assert not failed, failed
+
+
 # --- hostile and broken models (issue 10) -----------------------------------------------------
 
 
