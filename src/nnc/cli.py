@@ -24,7 +24,12 @@ COMMANDS = {
     "fmt": "format specs in the canonical layout",
     "graph": "draw a spec as a diagram (svg, png or dot)",
     "completion": "print a shell completion script (bash or zsh)",
+    "lsp": "run the language server for editors (on stdio)",
+    "schema": "print the JSON Schema of a JSON output nnc writes (check, summary, history, ...)",
+    "import": "turn a Keras model (.keras, .h5) into a spec and a checkpoint",
+    "export": "write a spec as a Keras 3 .keras model",
 }
+MODULES = {"import": "import_"}  # command -> its module in nnc.commands, where the word is a Python keyword
 
 
 def _parser(command: str | None) -> argparse.ArgumentParser:
@@ -38,7 +43,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     for name, help in COMMANDS.items():
         if name == command:
-            mod = importlib.import_module(f"nnc.commands.{name}")
+            mod = importlib.import_module(f"nnc.commands.{MODULES.get(name, name)}")
             p = sub.add_parser(name, help=help, description=mod.HELP, epilog="example:\n  " + mod.EXAMPLE,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
             mod.add_arguments(p)

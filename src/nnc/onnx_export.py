@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 EXTERNAL_DATA_KEY = "nnc.external_data"
 """Metadata of a model whose weights are in a side file: its name, size and SHA-256."""
+METADATA_SCHEMA_VERSION = 1
+"""The version of the nnc.* metadata's schema (`nnc schema onnx-metadata`), in nnc.schema_version."""
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3
 """A protobuf message cannot exceed 2 GiB: models whose weights come near it keep them in a
 side file (`OUT.onnx.data`) with ONNX external data."""
@@ -1239,6 +1241,7 @@ def build(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPS
             "nnc.input": json.dumps(input_info(model), sort_keys=True),
             "nnc.output_shape": json.dumps(list(model.output_shape)),
             "nnc.layout": "channels-last",
+            "nnc.schema_version": str(METADATA_SCHEMA_VERSION),  # of these nnc.* keys: `nnc schema onnx-metadata`
         },
     )
 

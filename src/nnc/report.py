@@ -26,6 +26,9 @@ FORMATS = ("text", "json", "github", "sarif")
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
+CHECK_SCHEMA_VERSION = 1
+"""The version of the json format's schema (`nnc schema check`), in every diagnostic it lists."""
+
 
 def format_results(results: list[CheckResult], fmt: str, color: bool = False) -> str:
     return FORMATTERS[fmt](results, color)
@@ -55,7 +58,9 @@ def _text(results: list[CheckResult], color: bool) -> str:
 
 
 def _json(results: list[CheckResult], color: bool) -> str:
-    return json.dumps([d.to_dict() for _, d in _diagnostics(results)], indent=2)
+    # a list, as it always was; each diagnostic names its schema's version (`nnc schema check`)
+    return json.dumps([{**d.to_dict(), "schema_version": CHECK_SCHEMA_VERSION} for _, d in _diagnostics(results)],
+                      indent=2)
 
 
 # --- GitHub Actions workflow commands ---------------------------------------------------------

@@ -6,6 +6,9 @@ from math import prod
 
 from .model import Block, Layer, Model, Node
 
+SUMMARY_SCHEMA_VERSION = 1
+"""The version of `to_json`'s schema (`nnc schema summary`); fields are only ever added within one."""
+
 
 def blocks(nodes: list[Node]) -> list[Block]:
     """Every block of a tree, outer before inner, in reading order."""
@@ -54,6 +57,7 @@ def keras_shape(shape: tuple[int, ...]) -> str:
 def to_json(model: Model) -> dict:
     """The contract's JSON (model, layers with name/kind/output_shape/params, totals) plus extras."""
     return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
         "model": model.name,
         "input": {"name": model.input.name, "dtype": model.input.dtype, "shape": list(model.input.shape),
                   "vocab": model.input.vocab},

@@ -75,3 +75,48 @@ def test_trained_model_on_onnxruntime_predicts_as_numpy(name, trained, tmp_path)
     theirs = sess.run(None, {sess.get_inputs()[0].name: data.x_test})[0]
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
     assert np.array_equal(theirs.argmax(-1), ours.argmax(-1))
+
+
+def test_sine_windows_are_the_series_and_its_next_value():
+    from nnc.checker import check_source
+    from nnc.data import sine_series
+
+    model = check_source("model m\ninput s: float32[16, 1]\nflatten\ndense 1\n", "<t>").model
+    d = sine_series(model, n_train=50, n_test=20)
+    x, y = d["x_train"], d["y_train"]
+    assert x.shape == (50, 16, 1) and y.shape == (50, 1)
+    # windows start one step apart: window i+1 ends with window i's target
+    np.testing.assert_array_equal(x[1:, -1, 0], y[:-1, 0])
+    np.testing.assert_array_equal(x[1:, :-1], x[:-1, 1:])
+    # the test windows come after every training target, and the data is the same each time
+    assert d["x_test"].shape == (20, 16, 1)
+    np.testing.assert_array_equal(sine_series(model, n_train=50, n_test=20)["x_test"], d["x_test"])
+    flat = check_source("model m\ninput s: float32[16]\ndense 1\n", "<t>").model
+    np.testing.assert_array_equal(sine_series(flat, n_train=50, n_test=20)["x_train"], x[..., 0])
+
+
+def test_sine_needs_a_series_input(capsys, tmp_path):
+    spec = os.path.join(SPECS, "digits_convnet.nnspec")
+    assert main(["train", spec, "--data", "sine", "--out", str(tmp_path / "r"), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "--data sine" in err and "[steps, 1]" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_regression_spec_forecasts_to_near_the_noise(tmp_path, capsys):
+    """Issue 11: a regression spec (huber loss, mae metric) trains on the built-in series to a
+    test mae near the noise's (sd 0.1: mae 0.08), far below what predicting the mean gives."""
+    spec = os.path.join(SPECS, "sine_forecast.nnspec")
+    out = tmp_path / "sine"
+    assert main(["train", spec, "--data", "sine", "--out", str(out), "--quiet"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert {"loss", "mae", "val_loss", "val_mae"} <= set(history)
+    capsys.readouterr()
+    assert main(["eval", spec, "--weights", str(out / "weights.npz"), "--data", "sine", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = check_file(spec).model
+    data = load_data("sine", model, "huber")
+    baseline = float(np.mean(np.abs(data.y_test - data.y_train.mean())))
+    assert report["mae"] < 0.12 < baseline / 4, (report, baseline)
+    pred = Network(model, load_checkpoint(str(out / "weights.npz"), model)).predict(data.x_test)
+    assert report["mae"] == pytest.approx(float(np.mean(np.abs(pred - data.y_test))), rel=1e-5)
