@@ -74,12 +74,12 @@ def test_the_workflow_checks_and_format_checks_specs(capsys, tmp_path):
 
 
 def _existing_commands() -> list[str]:
-    from nnc.cli import COMMANDS
+    from nnc.cli import COMMANDS, MODULES
 
     names = []
     for name in COMMANDS:
         try:
-            importlib.import_module(f"nnc.commands.{name}")
+            importlib.import_module(f"nnc.commands.{MODULES.get(name, name)}")
         except ModuleNotFoundError:
             continue  # a command another part of the project has not written yet
         names.append(name)

@@ -29,6 +29,9 @@ def add_arguments(p):
                    help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default: {DEFAULT_OPSET})")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of the initial weights when there is no --weights (default: 0)")
+    p.add_argument("--keras-names", action="store_true",
+                   help="--weights names its arrays after Keras's automatic layer names (conv2d.kernel, "
+                        "conv2d_1.kernel, ...), as a Keras model built from the spec names them")
 
 
 def default_output(path: str) -> str:
@@ -65,7 +68,12 @@ def _main(args) -> int:
         raise UserError(f"--seed must be 0 or more, received {args.seed}", exit_code=2)
     r = check_file(args.file)
     model = checked_model(r)
-    if args.weights:
+    if args.weights and getattr(args, "keras_names", False):
+        from ..keras_io import load_keras_named
+
+        weights = load_keras_named(args.weights, model)
+        origin = f"weights from {args.weights} (Keras names)"
+    elif args.weights:
         from ..weights import load_checkpoint
 
         weights = load_checkpoint(args.weights, model)

@@ -1,0 +1,64 @@
+"""nnc import (the module is import_: `import` is a Python keyword)"""
+
+from __future__ import annotations
+
+import sys
+
+HELP = """Turn a Keras model file into a spec: a Keras 3 .keras archive or a legacy Keras .h5 file,
+read without Keras (its config as JSON, never run; its weights with h5py). Sequential and
+functional models whose layers nnc has become a spec whose layers keep the Keras names (so
+each weight array maps to one), with Keras's settings written as nnc options (defaults left
+out), merges (Add, Concatenate, ...) as blocks, and `expect params` / `expect output` lines;
+the spec is checked and its parameter count compared with the file's weights before anything
+is written. --weights-out writes the weights as an nnc checkpoint (LAYER.kernel, ...).
+
+A model with layers nnc lacks: each is reported (name, class, setting, config) on stderr, the
+spec is written with those places marked by `# unsupported:` comments, and the exit code is 1."""
+EXAMPLE = "nnc import model.keras -o model.nnspec --weights-out model.npz && nnc check model.nnspec"
+
+
+def add_arguments(p):
+    p.add_argument("file", metavar="MODEL", help="a .keras or .h5 file")
+    p.add_argument("-o", "--output", metavar="SPEC.nnspec", help="where to write the spec (default: MODEL with .nnspec)")
+    p.add_argument("--weights-out", metavar="W.npz", help="write the model's weights as an nnc checkpoint")
+    p.add_argument("--keras-names", action="store_true",
+                   help="name the checkpoint's arrays as Keras names the layers in a fresh session "
+                        "(conv2d.kernel, conv2d_1.kernel, ...) instead of by the spec's layer names")
+
+
+def main(args) -> int:
+    import os
+
+    from ..errors import UserError
+    from ..keras_io import import_keras
+    from ..weights import atomic_open, output_target, save_checkpoint
+
+    if args.file.lower().endswith(".onnx"):
+        raise UserError(f"{args.file}: importing ONNX graphs is not implemented yet; nnc imports .keras and .h5 files",
+                        help="load the model in its framework and save it as .keras, or write the spec by hand")
+    out = args.output or (os.path.splitext(args.file)[0] + ".nnspec")
+    output_target(out, inputs=(args.file,))
+    if args.weights_out:
+        output_target(args.weights_out, inputs=(args.file, out))
+        if os.path.realpath(args.weights_out) == os.path.realpath(out):
+            raise UserError("--weights-out and -o name the same file")
+    imp = import_keras(args.file, keras_names=args.keras_names)
+    with atomic_open(out, "w", inputs=(args.file,)) as f:
+        f.write(imp.text)
+    if imp.problems:
+        n = len(imp.problems)
+        print(f"nnc import: error: {args.file} has {n} layer{'s' if n != 1 else ''} nnc does not have; "
+              f"{out} marks {'them' if n != 1 else 'it'} with `# unsupported:` comments:", file=sys.stderr)
+        for name, cls, reason, cfg in imp.problems:
+            print(f"  {name} ({cls}): {reason}\n    config: {cfg}", file=sys.stderr)
+        print("help: replace each marked layer by nnc kinds (`nnc check` lists them), or remove it from the Keras "
+              "model and import again", file=sys.stderr)
+        return 1
+    model = imp.model
+    n = len(model.layers)
+    what = f"wrote {out}: {model.name}, {n} layer{'s' if n != 1 else ''}, {model.total_params:,} parameters"
+    if args.weights_out:
+        save_checkpoint(args.weights_out, imp.weights)
+        what += f"; weights in {args.weights_out}"
+    print(what, file=sys.stderr)
+    return 0
