@@ -36,6 +36,40 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
 
 
+VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon", "CentaurHauls": "Centaur"}
+
+
+def cpu() -> tuple[str, str]:
+    """(vendor, model) of this machine's CPU, from /proc/cpuinfo's `vendor_id` and `model name`
+    ("Intel", "Intel(R) Xeon(R) Platinum 8480+"); where it cannot be read, what platform says."""
+    vendor, model = "", ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "vendor_id" and not vendor:
+                    vendor = VENDORS.get(value, value)
+                elif key == "model name" and not model:
+                    model = value
+                if vendor and model:
+                    break
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    model = model or platform.processor() or platform.machine() or "unknown CPU"
+    if not vendor:
+        vendor = next((v for v in ("Intel", "AMD") if v.lower() in model.lower()), platform.machine() or "unknown")
+    return vendor, model
+
+
+def read_section(name: str) -> str | None:
+    """The section `name` of BENCHMARKS.md as it is now (markers included), or None."""
+    if not BENCHMARKS.exists():
+        return None
+    m = re.search(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", BENCHMARKS.read_text(), re.S)
+    return m.group(0) if m else None
+
+
 def commit() -> str:
     if os.environ.get("NNC_BENCH_COMMIT"):  # a copy of the tree without .git (the GPU machine)
         return os.environ["NNC_BENCH_COMMIT"]

@@ -16,6 +16,12 @@ that travels between machines; the goal is at most 1.0.
 
 OPENBLAS_CORETYPE is removed from the subprocesses' environment (some images set it to an
 older core, which slows numpy's matrix products); everything else is as the shell has it.
+nnc trains as `nnc train` does, with subnormal floats flushed to zero (nnc.fpenv; run with
+NNC_SUBNORMALS=keep to measure IEEE subnormals); PyTorch runs with its defaults.
+
+Every row of the table in BENCHMARKS.md names its CPU (model and vendor, from /proc/cpuinfo) and
+when it was measured: a run replaces the rows of its own CPU model and keeps the others, so an
+Intel and an AMD machine's figures stand side by side.
 
     .venv/bin/python bench/bench_train.py                 # both workloads, writes BENCHMARKS.md
     .venv/bin/python bench/bench_train.py --epochs 1 --no-write
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -179,19 +186,36 @@ def torch_trainer(workload: str):
 # --- one measurement, in its own process ---------------------------------------------------------
 
 
+def flags(framework: str):
+    """The floating-point flags each framework trains with: nnc's Trainer.fit flushes subnormals
+    to zero (nnc.fpenv, unless NNC_SUBNORMALS=keep); PyTorch keeps its defaults."""
+    from contextlib import nullcontext
+
+    if framework != "nnc":
+        return nullcontext()
+    from nnc import fpenv
+
+    return fpenv.flush_subnormals(blas_workers=True)
+
+
 def worker(workload: str, framework: str, epochs: int) -> dict:
+    from _report import cpu
+
     x, y = make_data(workload)
     step, _ = (nnc_trainer if framework == "nnc" else torch_trainer)(workload)
-    step(x[:BATCH], y[:BATCH])  # warm-up: first allocations, lazy initialization
-    before = rss_mb()
-    times = []
-    for _ in range(epochs):
-        t = time.perf_counter()
-        for start in range(0, len(x), BATCH):
-            step(x[start : start + BATCH], y[start : start + BATCH])
-        times.append(time.perf_counter() - t)
+    with flags(framework):
+        step(x[:BATCH], y[:BATCH])  # warm-up: first allocations, lazy initialization
+        before = rss_mb()
+        times = []
+        for _ in range(epochs):
+            t = time.perf_counter()
+            for start in range(0, len(x), BATCH):
+                step(x[start : start + BATCH], y[start : start + BATCH])
+            times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"epoch_s": sum(times) / len(times), "epochs": times, "peak_mb": peak, "before_mb": before}
+    vendor, model = cpu()
+    return {"epoch_s": sum(times) / len(times), "epochs": times, "peak_mb": peak, "before_mb": before,
+            "cpu": model, "vendor": vendor}
 
 
 def profile(workload: str, batches: int) -> str:
@@ -201,12 +225,13 @@ def profile(workload: str, batches: int) -> str:
 
     x, y = make_data(workload)
     step, _ = nnc_trainer(workload)
-    step(x[:BATCH], y[:BATCH])
-    prof = cProfile.Profile()
-    prof.enable()
-    for b in range(batches):
-        step(x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH])
-    prof.disable()
+    with flags("nnc"):
+        step(x[:BATCH], y[:BATCH])
+        prof = cProfile.Profile()
+        prof.enable()
+        for b in range(batches):
+            step(x[b * BATCH : (b + 1) * BATCH], y[b * BATCH : (b + 1) * BATCH])
+        prof.disable()
     stats = pstats.Stats(prof)
     total = stats.total_tt
     rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:14]
@@ -261,8 +286,12 @@ def main(argv=None) -> int:
         print(json.dumps({"text": profile(args.profile, args.profile_batches)}))
         return 0
 
-    from _report import write_section
+    from datetime import datetime, timezone
 
+    from _report import commit, cpu, read_section, write_section
+
+    vendor, model = cpu()
+    when = f"{datetime.now(timezone.utc):%Y-%m-%d}, {commit()}"
     load_before = os.getloadavg()
     rows, results = [], {}
     for w in args.workloads.split(","):
@@ -277,9 +306,9 @@ def main(argv=None) -> int:
                   "peak_mb": max(run["peak_mb"] for run in rs)} for fw, rs in runs.items()}
         results[w] = r
         ratio = r["nnc"]["epoch_s"] / r["torch"]["epoch_s"]
-        rows.append(f"| {w} | {r['nnc']['epoch_s']:.2f} s | {r['torch']['epoch_s']:.2f} s | **{ratio:.2f}** | "
-                    f"{r['nnc']['peak_mb']:.0f} MB | {r['torch']['peak_mb']:.0f} MB |")
-        print(rows[-1], f"(all epochs: nnc {r['nnc']['all']}, torch {r['torch']['all']})", flush=True)
+        rows.append([model, vendor, w, f"{r['nnc']['epoch_s']:.2f} s", f"{r['torch']['epoch_s']:.2f} s",
+                     f"**{ratio:.2f}**", f"{r['nnc']['peak_mb']:.0f} MB", f"{r['torch']['peak_mb']:.0f} MB", when])
+        print(_row(rows[-1]), f"(all epochs: nnc {r['nnc']['all']}, torch {r['torch']['all']})", flush=True)
     # profiled on one thread: cProfile sees only the thread it runs in
     prof = run_worker(["--profile", "convnet", "--profile-batches", str(args.profile_batches)], NNC_THREADS="1")["text"]
     load_after = os.getloadavg()
@@ -294,9 +323,13 @@ def main(argv=None) -> int:
         "Peak memory is the peak resident set of each measurement's own process (interpreter, "
         "libraries and data included).",
         "",
-        "| workload | nnc epoch | PyTorch epoch | ratio nnc/PyTorch | nnc peak RSS | PyTorch peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
-        *rows,
+        "One row per CPU model and workload: a run replaces its own CPU's rows and keeps the others "
+        "(measured: date and commit of each row). The rest of this section is the latest run's, on "
+        f"{model} ({vendor}).",
+        "",
+        TABLE_HEADER,
+        TABLE_RULE,
+        *[_row(cells) for cells in merge_rows(read_section("bench_train"), rows)],
         "",
         "Every epoch (s): " + "; ".join(f"{w}: nnc {r['nnc']['all']}, PyTorch {r['torch']['all']}"
                                          for w, r in results.items()) + ".",
@@ -321,6 +354,55 @@ def main(argv=None) -> int:
         write_section("bench_train", "Training: NumPy backend against PyTorch", body)
         print(body)
     return 0
+
+
+# --- the table: one row per CPU model and workload -----------------------------------------------
+
+COLUMNS = ("CPU", "vendor", "workload", "nnc epoch", "PyTorch epoch", "ratio nnc/PyTorch", "nnc peak RSS",
+           "PyTorch peak RSS", "measured")
+TABLE_HEADER = "| " + " | ".join(COLUMNS) + " |"
+TABLE_RULE = "|---|---|---|---:|---:|---:|---:|---:|---|"
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_rows(section: str) -> list[list[str]]:
+    """The rows of the table in a bench_train section of BENCHMARKS.md, as lists of cells. A
+    section written before rows named their CPU (one machine's table, headed `| workload |`)
+    gives that machine's CPU and date from its stamp line ("_Measured DATE at commit C on CPU,
+    N cores, ...")."""
+    lines = section.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("| CPU | vendor | workload |", "| workload |"))),
+                 None)
+    if start is None:
+        return []
+    old = lines[start].startswith("| workload |")
+    if old:
+        m = re.search(r"_Measured (\S+) .*?at commit (\S+) on (.+?), \d+ cores", section)
+        if m is None:
+            return []
+        day, sha, cpu_model = m.groups()
+        vendor = next((v for v in ("Intel", "AMD") if v.lower() in cpu_model.lower()), "unknown")
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if old:
+            cells = [cpu_model, vendor] + cells + [f"{day}, {sha}"]
+        if len(cells) == len(COLUMNS):
+            rows.append(cells)
+    return rows
+
+
+def merge_rows(section: str | None, new_rows: list[list[str]]) -> list[list[str]]:
+    """The new run's rows, and the rows of the section as it was for any other (CPU model,
+    workload); by vendor, CPU model and workload."""
+    measured = {(r[0], r[2]) for r in new_rows}
+    kept = [r for r in table_rows(section or "") if (r[0], r[2]) not in measured]
+    return sorted(kept + new_rows, key=lambda r: (r[1], r[0], r[2]))
 
 
 def _work(results: dict) -> str:

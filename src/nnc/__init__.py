@@ -5,6 +5,8 @@
     >>> result.ok, [str(d.message) for d in result.diagnostics]
     >>> model = nnc.load("specs/mnist_convnet.nnspec")     # raises nnc.SpecError if it has errors
     >>> model.total_params, model.output_shape, [l.name for l in model.layers]
+    >>> h = nnc.fit(model, x, y, validation_data=(x_val, y_val), epochs=5)   # nnc train's loop, on arrays
+    >>> h.history["val_loss"], nnc.predict(model, x_test, weights=h), nnc.evaluate(model, x_test, y_test, weights=h)
 """
 
 from __future__ import annotations
@@ -33,7 +35,19 @@ def loads(text: str, file: str = "<string>") -> Model:
     return result.model
 
 
+_API = ("fit", "evaluate", "predict", "History", "Callback")  # nnc.api, imported when first used (numpy)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'nnc' has no attribute {name!r}")
+
+
 __all__ = [
-    "CODES", "CheckResult", "Diagnostic", "InputSpec", "Layer", "Model", "Span", "SpecError", "TrainConfig",
-    "UserError", "check", "check_source", "load", "loads", "render", "__version__",
+    "CODES", "Callback", "CheckResult", "Diagnostic", "History", "InputSpec", "Layer", "Model", "Span", "SpecError",
+    "TrainConfig", "UserError", "check", "check_source", "evaluate", "fit", "load", "loads", "predict", "render",
+    "__version__",
 ]

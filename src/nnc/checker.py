@@ -13,35 +13,49 @@ Blocks (`residual`, the merges, `repeat`) make the model a tree (`Model.body`) w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import math
 from typing import Any
 
 from .diagnostics import Diagnostic, Span, did_you_mean
 from .kinds import (DROPOUT_KINDS, KINDS, RECURRENT_KINDS, Opt, ShapeError, fmt_shape, is_activation_kind,
                     layer_activation)
-from .model import BLOCKS, Block, CheckResult, EarlyStopping, InputSpec, Layer, Model, Node, OptimizerConfig, TrainConfig
+from .model import (BLOCKS, Block, CheckResult, EarlyStopping, InputSpec, Layer, LRSchedule, Model, Node, OptimizerConfig,
+                    TrainConfig)
+from . import metrics as _metrics
 from .parser import (BLOCK_WORDS, BlockStmt, ExpectStmt, InputDecl, LayerStmt, ModelDecl, Option, SpecAST, TrainBlock,
                      Value, parse)
 
 DTYPES = ("float32", "int64")
-LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse")
-LOSS_ALIASES = {"mean_squared_error": "mse"}
-PROBABILITY_LOSSES = LOSSES[:3]
-METRICS = ("accuracy", "loss")
-METRIC_ALIASES = {"acc": "accuracy"}
+LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy", "mse", "mae",
+          "huber", "kl_divergence")
+LOSS_ALIASES = {"mean_squared_error": "mse", "mean_absolute_error": "mae", "kld": "kl_divergence"}
+PROBABILITY_LOSSES = LOSSES[:3] + ("kl_divergence",)
+# a loss's options (`loss huber delta=2.0`), Keras's defaults, and the losses that take each
+LOSS_OPTIONS = (Opt("delta", "float", 1.0, doc="huber's"), Opt("label_smoothing", "float", 0.0))
+LOSSES_TAKING = {"delta": ("huber",), "label_smoothing": ("categorical_crossentropy", "binary_crossentropy")}
+METRICS = _metrics.METRICS + ("loss",)
+METRIC_ALIASES = _metrics.METRIC_ALIASES
 
 _LR = Opt("lr", "float", None, aliases=("learning_rate",), minimum=0.0)
 _WD = Opt("weight_decay", "float", 0.0, minimum=0.0)
 _EPS = Opt("epsilon", "float", 1e-7, minimum=0.0)
+# Keras's base-optimizer clipping options, on every optimizer (at most one of them; > 0)
+CLIP_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")
+_CLIP = tuple(Opt(name, "float", None, minimum=0.0) for name in CLIP_OPTIONS)
+_LR3 = Opt("lr", "float", 0.001, aliases=("learning_rate",), minimum=0.0)
+_BETAS = (Opt("beta_1", "float", 0.9, minimum=0.0, maximum=1.0), Opt("beta_2", "float", 0.999, minimum=0.0, maximum=1.0))
+# each optimizer's options with Keras 3's defaults (nnc.optim has the update rules)
 OPTIMIZERS: dict[str, tuple[Opt, ...]] = {
     "sgd": (Opt("lr", "float", 0.01, aliases=("learning_rate",), minimum=0.0),
-            Opt("momentum", "float", 0.0, minimum=0.0, maximum=1.0), _WD, Opt("nesterov", "bool", False)),
-    "rmsprop": (Opt("lr", "float", 0.001, aliases=("learning_rate",), minimum=0.0),
-                Opt("rho", "float", 0.9, minimum=0.0, maximum=1.0),
-                Opt("momentum", "float", 0.0, minimum=0.0, maximum=1.0), _EPS, _WD),
-    "adam": (Opt("lr", "float", 0.001, aliases=("learning_rate",), minimum=0.0),
-             Opt("beta_1", "float", 0.9, minimum=0.0, maximum=1.0),
-             Opt("beta_2", "float", 0.999, minimum=0.0, maximum=1.0), _EPS, _WD),
+            Opt("momentum", "float", 0.0, minimum=0.0, maximum=1.0), _WD, Opt("nesterov", "bool", False)) + _CLIP,
+    "rmsprop": (_LR3, Opt("rho", "float", 0.9, minimum=0.0, maximum=1.0),
+                Opt("momentum", "float", 0.0, minimum=0.0, maximum=1.0), _EPS, _WD) + _CLIP,
+    "adam": (_LR3,) + _BETAS + (_EPS, _WD) + _CLIP,
+    "adamw": (_LR3,) + _BETAS + (_EPS, Opt("weight_decay", "float", 0.004, minimum=0.0)) + _CLIP,
+    "nadam": (_LR3,) + _BETAS + (_EPS, _WD) + _CLIP,
+    "adagrad": (_LR3, Opt("initial_accumulator_value", "float", 0.1, minimum=0.0), _EPS, _WD) + _CLIP,
 }
 TRAIN_SCALARS: dict[str, Opt] = {
     "epochs": Opt("epochs", "int", 1, minimum=1),
@@ -51,12 +65,32 @@ TRAIN_SCALARS: dict[str, Opt] = {
     "shuffle": Opt("shuffle", "bool", True),
 }
 EARLY_STOPPING = (
-    Opt("monitor", "choice", "val_loss", choices=("val_loss", "val_accuracy", "loss", "accuracy")),
+    Opt("monitor", "choice", "val_loss", choices=tuple(p + m for p in ("val_", "") for m in ("loss",) + _metrics.METRICS)),
     Opt("patience", "int", 0, minimum=0),
     Opt("min_delta", "float", 0.0, minimum=0.0),
     Opt("restore_best_weights", "bool", False),
 )
-TRAIN_KEYS = ("loss", "optimizer", "metrics", "early_stopping") + tuple(TRAIN_SCALARS)
+# `lr_schedule KIND ...`: Keras's schedules (nnc.schedules), each kind's options with Keras's
+# defaults; decay_steps has none in Keras (required). piecewise's lists: see _lr_schedule.
+LR_SCHEDULES: dict[str, tuple[Opt, ...]] = {
+    "cosine": (Opt("decay_steps", "int", doc="the steps to decay over", minimum=1),
+               Opt("alpha", "float", 0.0, minimum=0.0), Opt("warmup_target", "float", None, minimum=0.0),
+               Opt("warmup_steps", "int", 0, minimum=0)),
+    "exponential": (Opt("decay_steps", "int", doc="the steps per power of decay_rate", minimum=1),
+                    Opt("decay_rate", "float", doc="the factor per decay_steps", minimum=0.0),
+                    Opt("staircase", "bool", False)),
+    "piecewise": (Opt("boundaries", "steps", doc="the steps where the rate changes, like [1000, 2000]"),
+                  Opt("values", "numbers", doc='the learning rates, one more than boundaries, like "0.1, 0.01, 0.001"')),
+    "reduce_on_plateau": (Opt("monitor", "choice", "val_loss", choices=EARLY_STOPPING[0].choices),
+                          Opt("factor", "float", 0.1, minimum=0.0, maximum=1.0), Opt("patience", "int", 10, minimum=0),
+                          Opt("min_delta", "float", 1e-4, minimum=0.0), Opt("cooldown", "int", 0, minimum=0),
+                          Opt("min_lr", "float", 0.0, minimum=0.0)),
+}
+# Keras's schedule names (lower case, no underscores): nnc's kind, or "" for one nnc lacks
+_KERAS_SCHEDULES = {"cosinedecay": "cosine", "exponentialdecay": "exponential", "piecewiseconstantdecay": "piecewise",
+                    "piecewiseconstant": "piecewise", "reducelronplateau": "reduce_on_plateau",
+                    "polynomialdecay": "", "inversetimedecay": "", "cosinedecayrestarts": ""}
+TRAIN_KEYS = ("loss", "optimizer", "lr_schedule", "metrics", "early_stopping", "class_weight") + tuple(TRAIN_SCALARS)
 
 
 def _kn():
@@ -157,6 +191,28 @@ def coerce(opt: Opt, val: Value) -> tuple[Any, str | None]:
         if any(d < 1 for d in x):
             return None, f"expected a positive size, {received}"
         return x, None
+    elif t in ("steps", "numbers"):
+        # lr_schedule piecewise's lists: the language's [..] lists hold integers only, so numbers
+        # may also be written as a quoted list: values="0.1, 0.01, 0.001" (or "[0.1, 0.01, 0.001]")
+        like = "[1000, 2000]" if t == "steps" else '"0.1, 0.01, 0.001"'
+        if val.kind == "list" and val.value:
+            items = list(val.value)
+        elif val.kind == "string":
+            try:
+                items = [float(x) for x in val.value.strip().strip("[]").replace(",", " ").split()]
+            except ValueError:
+                items = []
+        else:
+            items = []
+        if not items:
+            return None, f"expected a list like {like}, {received}"
+        if t == "steps":
+            if any(not math.isfinite(x) or x != int(x) or x < 0 for x in items):
+                return None, f"expected steps (integers of at least 0), {received}"
+            return tuple(int(x) for x in items), None
+        if any(not math.isfinite(x) or x < 0 for x in items):
+            return None, f"expected learning rates of at least 0, {received}"
+        return tuple(float(x) for x in items), None
     else:  # pragma: no cover
         raise ValueError(t)
     lo, hi = opt.minimum, opt.maximum
@@ -424,6 +480,8 @@ class _Checker:
         if not layers and input_decl is not None:
             r("no-layers", "the model has no layers", input_decl.span)
         self._warnings(model, layers, train)
+        if train is not None and train_cfg is not None:
+            self._train_fit(model, train)
         for e in expects:
             self._expect(e, model)
         return model
@@ -968,10 +1026,7 @@ class _Checker:
                 continue
             seen[key] = item.span
             if key == "loss":
-                loss_opt = Opt("loss", "choice", choices=LOSSES + tuple(LOSS_ALIASES))
-                vals, good = bind(item.args, ("loss",), (loss_opt,), "loss", item.key_span, r)
-                if good:
-                    cfg["loss"] = LOSS_ALIASES.get(vals["loss"], vals["loss"])
+                good = self._loss(item, cfg)
                 ok = ok and good
             elif key == "optimizer":
                 opt = self._optimizer(item)
@@ -979,19 +1034,16 @@ class _Checker:
                 if opt:
                     cfg["optimizer"] = opt
             elif key == "metrics":
-                metrics = []
-                for a in item.args:
-                    name = a.value if isinstance(a, Value) and a.kind == "word" else None
-                    name = METRIC_ALIASES.get(name, name)
-                    if name not in METRICS:
-                        text = a.text if isinstance(a, Value) else a.key
-                        guess = did_you_mean(str(text), METRICS)
-                        r("bad-train", f"unknown metric '{text}'" + (f"; did you mean '{guess}'?" if guess else ""),
-                          a.span, help="metrics: accuracy")
-                        ok = False
-                    elif name != "loss":
-                        metrics.append(name)
-                cfg["metrics"] = tuple(metrics)
+                good = self._metrics(item, cfg)
+                ok = ok and good
+            elif key == "class_weight":
+                good = self._class_weight(item, cfg)
+                ok = ok and good
+            elif key == "lr_schedule":
+                sched = self._lr_schedule(item)
+                ok = ok and sched is not None
+                if sched:
+                    cfg["lr_schedule"] = sched
             elif key == "early_stopping":
                 vals, good = bind(item.args, (), EARLY_STOPPING, "early_stopping", item.key_span, r)
                 ok = ok and good
@@ -1002,31 +1054,272 @@ class _Checker:
                 ok = ok and good
                 if good:
                     cfg[key] = vals[key]
+        if not self._train_lr(block, cfg, "lr_schedule" in seen and "lr_schedule" not in cfg):
+            ok = False
+        es = cfg.get("early_stopping")
+        if ok and es is not None and es.monitor.removeprefix("val_") not in ("loss",) + cfg.get("metrics", ()):
+            span = next((a.value.span for it in block.items if it.key == "early_stopping"
+                         for a in it.args if isinstance(a, Option) and a.key == "monitor"), seen["early_stopping"])
+            r("bad-train", f"early stopping monitors {es.monitor}, but {es.monitor.removeprefix('val_')} is not "
+              "among the metrics", span, help=f"add it to metrics, or monitor {'val_' if es.monitor.startswith('val_') else ''}loss")
+            ok = False
         if not ok:
             return None
         return TrainConfig(**cfg)
 
+    def _train_fit(self, model: Model, block: TrainBlock) -> None:
+        """What the train block asks of the model: metrics that suit the loss and the output,
+        top_k_accuracy's k within the classes, class_weight's classes those of the output."""
+        r, cfg = self.report, model.train
+        if not model.layers:
+            return
+        items = {it.key: it for it in block.items}
+        out, act = model.output_shape, final_activation(model.body)
+        if "metrics" in items:
+            for a in items["metrics"].args:
+                name = METRIC_ALIASES.get(a.value, a.value) if isinstance(a, Value) and a.kind == "word" else None
+                bad = _metrics.misfit(name, cfg.loss, out, act, cfg.top_k) if name in _metrics.METRICS else None
+                if bad:
+                    k = next((o for o in items["metrics"].args if isinstance(o, Option) and o.key == "k"), None)
+                    span = k.value.span if k is not None and bad[0].startswith("top_k_accuracy k=") else a.span
+                    r("bad-train", bad[0], span, help=bad[1])
+        if "class_weight" in items and cfg.class_weight:
+            item = items["class_weight"]
+            bad = _metrics.class_weight_misfit(cfg.loss, out, len(cfg.class_weight))
+            if bad:
+                values = [a for a in item.args if isinstance(a, Value)]
+                r("bad-train", bad[0], values[bad[2]].span if bad[2] >= 0 else item.key_span, help=bad[1])
+
+    def _loss(self, item, cfg: dict[str, Any]) -> bool:
+        """`loss NAME [delta=...] [label_smoothing=...]`: the loss and its options into cfg."""
+        r = self.report
+        loss_opt = Opt("loss", "choice", choices=LOSSES + tuple(LOSS_ALIASES))
+        vals, good = bind(item.args, ("loss",), (loss_opt,) + LOSS_OPTIONS, "loss", item.key_span, r)
+        if not good:
+            return False
+        loss = LOSS_ALIASES.get(vals["loss"], vals["loss"])
+        for a in item.args:
+            if not isinstance(a, Option) or a.key not in LOSSES_TAKING:
+                continue
+            value = vals[a.key]
+            if loss not in LOSSES_TAKING[a.key]:
+                if a.key == "label_smoothing" and loss == "sparse_categorical_crossentropy":
+                    r("bad-train", "sparse_categorical_crossentropy takes no label_smoothing (Keras's has none)",
+                      a.key_span, help="use loss categorical_crossentropy label_smoothing=... with one-hot targets "
+                      "(nnc one-hot encodes integer labels for it)")
+                else:
+                    r("unknown-option", f"{a.key} is an option of {' and '.join(LOSSES_TAKING[a.key])}, not of {loss}",
+                      a.key_span)
+                good = False
+            elif a.key == "delta" and not value > 0:
+                r("bad-value", f"huber's delta must be positive, received {a.value.text}", a.value.span)
+                good = False
+            elif a.key == "label_smoothing" and not 0 <= value <= 1:
+                r("bad-value", f"label_smoothing must be in [0, 1], received {a.value.text}", a.value.span)
+                good = False
+        if good:
+            cfg["loss"] = loss
+            cfg["huber_delta"] = float(vals["delta"])
+            cfg["label_smoothing"] = float(vals["label_smoothing"])
+        return good
+
+    def _metrics(self, item, cfg: dict[str, Any]) -> bool:
+        """`metrics NAME ... [k=N]`: k belongs to top_k_accuracy."""
+        r = self.report
+        metrics: list[str] = []
+        good = True
+        seen: dict[str, Span] = {}
+        options = [a for a in item.args if isinstance(a, Option)]
+        for a in item.args:
+            if isinstance(a, Option):
+                continue
+            name = a.value if a.kind == "word" else None
+            name = METRIC_ALIASES.get(name, name)
+            if name not in METRICS:
+                guess = did_you_mean(str(a.text), METRICS)
+                r("bad-train", f"unknown metric '{a.text}'" + (f"; did you mean '{guess}'?" if guess else ""),
+                  a.span, help=f"metrics: {', '.join(_metrics.METRICS)}")
+                good = False
+            elif name in seen:
+                r("bad-train", f"metric '{name}' is given twice", a.span,
+                  help=f"first given at line {seen[name].line}, column {seen[name].col}")
+                good = False
+            else:
+                seen[name] = a.span
+                if name != "loss":
+                    metrics.append(name)
+        known = [o for o in options if o.key == "k"]
+        for o in options:
+            if o.key != "k":
+                guess = did_you_mean(o.key, ("k",))
+                r("unknown-option", f"metrics have no option '{o.key}'" + (f"; did you mean '{guess}'?" if guess else ""),
+                  o.key_span, help="top_k_accuracy takes k= (for example: metrics accuracy top_k_accuracy k=3)")
+                good = False
+        if known and "top_k_accuracy" not in metrics:
+            r("unknown-option", "k= is top_k_accuracy's option, and top_k_accuracy is not among the metrics",
+              known[0].key_span, help="for example: metrics accuracy top_k_accuracy k=3")
+            good = False
+        elif known:
+            vals, ok = bind(known, (), (Opt("k", "int", 5, minimum=1),), "top_k_accuracy", item.key_span, r)
+            if ok:
+                cfg["top_k"] = vals["k"]
+            good = good and ok
+        cfg["metrics"] = tuple(metrics)
+        return good
+
+    def _class_weight(self, item, cfg: dict[str, Any]) -> bool:
+        """`class_weight W0 W1 ...`: one weight per class id, in order (Keras's class_weight dict)."""
+        r = self.report
+        weights: list[float] = []
+        good = True
+        for a in item.args:
+            if isinstance(a, Option):
+                r("bad-train", f"class_weight takes one weight per class id, in order, not {a.key}=",
+                  a.span, help="for example, for classes 0 and 1: class_weight 1.0 5.0")
+                good = False
+            elif a.kind not in ("int", "float"):
+                r("bad-value", f"class_weight takes numbers, received '{a.text}'", a.span,
+                  help="for example, for classes 0 and 1: class_weight 1.0 5.0")
+                good = False
+            elif a.value < 0:
+                r("bad-value", f"a class weight must be 0 or more, received {a.text}", a.span)
+                good = False
+            else:
+                weights.append(float(a.value))
+        if good and not weights:
+            r("bad-train", "class_weight needs one weight per class id", item.key_span,
+              help="for example, for classes 0 and 1: class_weight 1.0 5.0")
+            good = False
+        if good:
+            cfg["class_weight"] = tuple(weights)
+        return good
+
     def _optimizer(self, item) -> OptimizerConfig | None:
         r = self.report
         args = list(item.args)
+        names = ", ".join(OPTIMIZERS)
         if not args or not isinstance(args[0], Value) or args[0].kind != "word":
-            r("bad-train", "optimizer needs a name: sgd, rmsprop or adam", args[0].span if args else item.key_span)
+            r("bad-train", f"optimizer needs a name: {names}", args[0].span if args else item.key_span)
             return None
         name = args[0].value
+        if name not in OPTIMIZERS and name.lower() in OPTIMIZERS:  # Keras's class names: Adam, AdamW
+            r("bad-train", f"unknown optimizer '{name}'; did you mean '{name.lower()}'?", args[0].span,
+              help=f"nnc's optimizers are written in lower case: {names}")
+            return None
         if name not in OPTIMIZERS and name.lower() in _kn().KERAS_OPTIMIZERS_NOT_IN_NNC:
             advice = _kn().KERAS_OPTIMIZERS_NOT_IN_NNC[name.lower()]
             r("keras-only", f"Keras's optimizer '{name}' is not in nnc", args[0].span,
-              help=(f"{advice}; " if advice else "") + "nnc's optimizers: sgd, rmsprop, adam")
+              help=(f"{advice}; " if advice else "") + f"nnc's optimizers: {names}")
             return None
         if name not in OPTIMIZERS:
             guess = did_you_mean(name, OPTIMIZERS)
             r("bad-train", f"unknown optimizer '{name}'" + (f"; did you mean '{guess}'?" if guess else ""),
-              args[0].span, help="optimizers: sgd, rmsprop, adam")
+              args[0].span, help=f"optimizers: {names}")
             return None
         vals, good = bind(args[1:], (), OPTIMIZERS[name], name, args[0].span, r)
+        clips = [a for a in args[1:] if isinstance(a, Option) and a.key in CLIP_OPTIONS]
+        for a in clips:
+            if vals.get(a.key) == 0:
+                r("bad-value", f"{name}: {a.key} must be positive, received: {a.key}={a.value.text}", a.value.span,
+                  help=f"leave {a.key} out to clip nothing")
+                good = False
+        if len({a.key for a in clips}) > 1:
+            r("bad-train", f"{name}: {clips[0].key} and {clips[1].key} are both given; Keras takes at most one of "
+              "clipnorm, clipvalue and global_clipnorm", clips[1].key_span)
+            good = False
         if not good:
             return None
         return OptimizerConfig(name=name, **vals)
+
+    def _lr_schedule(self, item) -> LRSchedule | None:
+        """`lr_schedule KIND key=value ...` (LR_SCHEDULES), with the checks Keras makes when it
+        builds the schedule and those it leaves to a surprise at run time."""
+        r = self.report
+        args = list(item.args)
+        kinds = ", ".join(LR_SCHEDULES)
+        if not args or not isinstance(args[0], Value) or args[0].kind != "word":
+            r("bad-train", f"lr_schedule needs a kind: {kinds}", args[0].span if args else item.key_span,
+              help="for example: lr_schedule cosine decay_steps=1000")
+            return None
+        kind = args[0].value
+        if kind not in LR_SCHEDULES:
+            keras = _KERAS_SCHEDULES.get(kind.lower().replace("_", ""))
+            if keras in LR_SCHEDULES:
+                r("bad-train", f"unknown lr_schedule '{kind}'; nnc writes Keras's {kind} as '{keras}'", args[0].span,
+                  help=f"lr_schedule kinds: {kinds}")
+            elif keras is not None:
+                r("keras-only", f"Keras's schedule '{kind}' is not in nnc", args[0].span,
+                  help=f"nnc's lr_schedule kinds: {kinds}")
+            else:
+                guess = did_you_mean(kind, LR_SCHEDULES)
+                r("bad-train", f"unknown lr_schedule '{kind}'" + (f"; did you mean '{guess}'?" if guess else ""),
+                  args[0].span, help=f"lr_schedule kinds: {kinds}")
+            return None
+        vals, good = bind(args[1:], (), LR_SCHEDULES[kind], kind, args[0].span, r)
+        if not good:
+            return None
+        span = {a.key: a.value.span for a in args[1:] if isinstance(a, Option)}
+        if kind == "piecewise":
+            b, v = vals["boundaries"], vals["values"]
+            bad = next((i for i in range(1, len(b)) if b[i] <= b[i - 1]), None)
+            if bad is not None:
+                r("bad-value", f"piecewise: boundaries must increase strictly, but {b[bad]} follows {b[bad - 1]}",
+                  span["boundaries"])
+                good = False
+            if len(v) != len(b) + 1:
+                r("bad-value", f"piecewise: {len(b)} boundar{'y' if len(b) == 1 else 'ies'} need {len(b) + 1} values "
+                  f"(a learning rate before, between and after them), received {len(v)}", span["values"],
+                  help="values[0] until the first boundary, ..., values[-1] after the last")
+                good = False
+        elif kind == "cosine":
+            if vals["warmup_steps"] and vals["warmup_target"] is None:
+                r("bad-train", "cosine: warmup_steps needs warmup_target= (the learning rate the warmup reaches); "
+                  "Keras ignores warmup_steps without it", span["warmup_steps"],
+                  help="lr_schedule cosine decay_steps=N warmup_target=0.001 warmup_steps=M (from the optimizer's lr)")
+                good = False
+            elif vals["warmup_target"] is not None and not vals["warmup_steps"]:
+                r("bad-train", "cosine: warmup_target needs warmup_steps= (the steps the warmup takes)",
+                  span["warmup_target"])
+                good = False
+        elif kind == "exponential" and vals["decay_rate"] == 0:
+            r("bad-value", "exponential: decay_rate must be positive, received: decay_rate=0", span["decay_rate"])
+            good = False
+        if not good:
+            return None
+        return LRSchedule(kind=kind, **vals)
+
+    def _train_lr(self, block: TrainBlock, cfg: dict[str, Any], bad_schedule: bool) -> bool:
+        """The optimizer's lr against the schedule: piecewise's values are the learning rates (an
+        lr= given must be values[0]); lr=0 is a start only for a cosine warmup; reduce_on_plateau's
+        monitor must be measured. bad_schedule: the lr_schedule line had errors (reported)."""
+        r = self.report
+        if bad_schedule or ("optimizer" not in cfg and "lr_schedule" not in cfg):
+            return True
+        sched: LRSchedule | None = cfg.get("lr_schedule")
+        opt: OptimizerConfig = cfg.get("optimizer", TrainConfig().optimizer)
+        lr_opt = next((a for it in block.items if it.key == "optimizer" for a in it.args
+                       if isinstance(a, Option) and a.key in ("lr", "learning_rate")), None)
+        good = True
+        if sched is not None and sched.kind == "piecewise":
+            if lr_opt is not None and opt.lr != sched.values[0]:
+                r("bad-train", f"the optimizer's lr={lr_opt.value.text} is not the piecewise schedule's first value "
+                  f"{sched.values[0]:g}: the schedule's values are the learning rates", lr_opt.value.span,
+                  help="leave lr= out of the optimizer (it is values[0])")
+                return False
+            cfg["optimizer"] = dataclasses.replace(opt, lr=sched.values[0])
+        elif lr_opt is not None and "optimizer" in cfg and opt.lr == 0 and not (sched and sched.kind == "cosine" and sched.warmup_target is not None):
+            r("bad-value", f"{opt.name}: the learning rate must be positive, received: {lr_opt.key}={lr_opt.value.text}",
+              lr_opt.value.span, help="lr=0 is a start only for a warmup: lr_schedule cosine ... warmup_target=")
+            good = False
+        if sched is not None and sched.kind == "reduce_on_plateau":
+            name = sched.monitor.removeprefix("val_")
+            if name not in ("loss",) + cfg.get("metrics", ()):
+                it = next(it for it in block.items if it.key == "lr_schedule")
+                span = next((a.value.span for a in it.args if isinstance(a, Option) and a.key == "monitor"), it.key_span)
+                r("bad-train", f"reduce_on_plateau monitors {sched.monitor}, but {name} is not among the metrics", span,
+                  help=f"add it to metrics, or monitor {'val_' if sched.monitor.startswith('val_') else ''}loss")
+                good = False
+        return good
 
 
 def _is_activation(layer: Layer) -> bool:

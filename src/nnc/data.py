@@ -4,6 +4,8 @@ array and the problem named) before any training starts when it does not fit.
 Sources (`--data`):
   - `digits`: the 8x8 handwritten digits shipped in nnc/data/digits.npz (see its README):
     1,437 training and 360 test images, pixels scaled to [0, 1].
+  - `sine`: a noisy two-tone series cut into windows of the spec's input length, each
+    window's target the next value (2,000 training and 500 test windows; see sine_series).
   - `FILE.npz` with `x_train, y_train[, x_test, y_test]`, the layout of Keras's mnist.npz and
     imdb.npz. uint8 images are scaled to [0, 1]; token sequences (int arrays, or ragged lists,
     which need pickle and so `allow_pickle`) are padded or truncated to the spec's length as
@@ -27,7 +29,8 @@ import numpy as np
 from .errors import UserError
 from .model import Model
 
-BUILTIN = ("digits",)
+BUILTIN = ("digits", "sine")
+NOTED = ("x_train", "y_train", "x", "y")  # the arrays whose preparation is noted for the user (not test, validation)
 
 
 @dataclass
@@ -39,10 +42,16 @@ class Dataset:
     y_test: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)  # what was done to the data, for the user
 
+    # validation data given apart (nnc.fit's validation_data): it replaces validation_split
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
     def fingerprint(self) -> str:
-        """A hash of the training arrays as training sees them: resuming checks it."""
+        """A hash of the training arrays as training sees them (and of the validation arrays given
+        apart, if any): resuming checks it."""
         h = hashlib.sha256()
-        for a in (self.x_train, self.y_train):
+        extra = (self.x_val, self.y_val) if self.x_val is not None else ()
+        for a in (self.x_train, self.y_train) + extra:
             h.update(f"{a.dtype}{a.shape}".encode())
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
@@ -70,11 +79,51 @@ def load_data(source: str, model: Model, loss: str, allow_pickle: bool = False) 
     return ds
 
 
+def from_arrays(x, y, model: Model, loss: str, validation_data=None, name: str = "<arrays>") -> Dataset:
+    """Arrays in memory (nnc.fit's x, y and validation_data=(x_val, y_val)) shaped for `model`
+    trained with `loss` exactly as load_data shapes a file's x_train and y_train (uint8 scaled,
+    token sequences padded, class ids one-hot for categorical_crossentropy, ...), with the same
+    refusals naming `x`, `y` or `validation_data`."""
+    notes: list[str] = []
+    xa, ya = _array(x, "x"), _array(y, "y")
+    ds = Dataset(name, prepare_x(xa, "x", model, None, notes), prepare_y(ya, "y", model, loss, notes), notes=notes)
+    _same_length(ds.x_train, ds.y_train, "x", "y")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise UserError("validation_data must be a pair (x_val, y_val)"
+                            + (" (nnc takes no sample weights)" if isinstance(validation_data, (tuple, list))
+                               and len(validation_data) == 3 else ""))
+        xv, yv = _array(validation_data[0], "validation_data[0]"), _array(validation_data[1], "validation_data[1]")
+        ds.x_val = prepare_x(xv, "validation_data[0]", model, None, [])
+        ds.y_val = prepare_y(yv, "validation_data[1]", model, loss, [])
+        _same_length(ds.x_val, ds.y_val, "validation_data[0]", "validation_data[1]")
+    return ds
+
+
+def _array(a, name: str) -> np.ndarray:
+    """np.asarray, but ragged lists (token sequences of different lengths) become an object array
+    (padded later, as from an .npz), and a scalar is refused."""
+    try:
+        out = np.asarray(a)
+    except ValueError:  # a ragged nested list
+        if not isinstance(a, (list, tuple)):
+            raise UserError(f"{name} cannot be read as an array") from None
+        out = np.empty(len(a), dtype=object)
+        for i, sample in enumerate(a):
+            out[i] = sample
+    if out.ndim == 0:
+        raise UserError(f"{name} is a single value ({type(a).__name__}); it must hold one sample per row")
+    return out
+
+
 # --- reading -----------------------------------------------------------------------------------
 
 
 def _read(source: str, model: Model, loss: str, allow_pickle: bool = False) -> tuple[dict, float | None, list[str]]:
     notes: list[str] = []
+    if source == "sine":
+        return sine_series(model), None, ["sine: 2,000 training and 500 test windows of a noisy two-tone "
+                                          "series; the target is the value after each window"]
     if source in BUILTIN:
         from importlib.resources import files
 
@@ -85,14 +134,39 @@ def _read(source: str, model: Model, loss: str, allow_pickle: bool = False) -> t
     ext = os.path.splitext(source)[1].lower()
     if not os.path.exists(source):
         raise UserError(f"cannot read data {source}: no such file",
-                        help="--data takes an .npz (x_train, y_train[, x_test, y_test]), a .csv, or 'digits'")
+                        help="--data takes an .npz (x_train, y_train[, x_test, y_test]), a .csv, 'digits' or 'sine'")
     if ext == ".npz":
         from .npz import read_npz
 
         return read_npz(source, "data", allow_pickle), None, notes
     if ext == ".csv":
         return _read_csv(source, model, loss), None, notes
-    raise UserError(f"cannot read data {source}: expected an .npz or .csv file, or 'digits'")
+    raise UserError(f"cannot read data {source}: expected an .npz or .csv file, 'digits' or 'sine'")
+
+
+def sine_series(model: Model, n_train: int = 2000, n_test: int = 500) -> dict:
+    """The built-in regression data (`--data sine`), made on the fly, always the same: a series
+    s(t) = sin(2 pi t / 50) + 0.5 sin(2 pi t / 23) + noise (normal, sd 0.1, from
+    default_rng(0)), cut into windows of the spec's input length (the input is [steps] or
+    [steps, 1]); each window's target is the next value of the series. Windows start one step
+    apart; the test windows come from the series after the training windows' last target."""
+    shape = model.input.shape
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or model.input.dtype != "float32":
+        raise UserError(f"--data sine makes windows of one series, [steps, 1]; this spec's input is "
+                        f"{model.input.dtype}[{', '.join(map(str, shape))}]",
+                        help="write the input as float32[STEPS, 1], e.g. float32[64, 1]")
+    steps = shape[0]
+    t = np.arange(n_train + n_test + 2 * steps + 1, dtype=np.float64)
+    s = np.sin(2 * np.pi * t / 50) + 0.5 * np.sin(2 * np.pi * t / 23)
+    s += np.random.default_rng(0).normal(0.0, 0.1, size=t.shape)
+
+    def windows(start: int, n: int):
+        idx = start + np.arange(n)[:, None] + np.arange(steps)[None, :]
+        return s[idx].astype(np.float32).reshape(n, *shape), s[start + np.arange(n) + steps].astype(np.float32)[:, None]
+
+    x_train, y_train = windows(0, n_train)
+    x_test, y_test = windows(n_train + steps, n_test)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
 def _read_csv(path: str, model: Model, loss: str) -> dict:
@@ -182,7 +256,7 @@ def prepare_x(x: np.ndarray, name: str, model: Model, scale: float | None, notes
     x = _reshape(x, name, want, f"the input '{inp.name}'")
     if scale is None and x.dtype == np.uint8:
         scale = 1 / 255
-        if name == "x_train":
+        if name in NOTED:
             notes.append(f"{name} is uint8: pixels scaled from 0..255 to [0, 1]")
     x = x.astype(np.float32)
     if scale is not None:
@@ -199,7 +273,7 @@ def _prepare_tokens(x, name, want, vocab, notes):
         except (TypeError, ValueError, OverflowError) as e:
             why = f" ({e})" if "token ids" in str(e) else ""
             raise UserError(f"{name} holds objects that are not sequences of token ids{why}", exit_code=1) from None
-        if name == "x_train":
+        if name in NOTED:
             notes.append(f"{name}: sequences padded or truncated at the front to {maxlen} tokens (as pad_sequences)")
     elif np.issubdtype(x.dtype, np.floating):
         if not np.isfinite(x).all() or (x != np.round(x)).any():
@@ -212,7 +286,7 @@ def _prepare_tokens(x, name, want, vocab, notes):
                         f"[samples, {maxlen}]", exit_code=1)
     if len(want) == 1 and x.shape[1] != maxlen:
         x = pad_sequences(x, maxlen)
-        if name == "x_train":
+        if name in NOTED:
             notes.append(f"{name}: sequences padded or truncated at the front to {maxlen} tokens (as pad_sequences)")
     x = _reshape(x, name, want, "the input")
     if x.dtype.kind == "u" and x.size and x.max() > np.iinfo(np.int64).max:
@@ -259,7 +333,7 @@ def prepare_y(y: np.ndarray, name: str, model: Model, loss: str, notes: list[str
         return labels
     if loss == "categorical_crossentropy" and tuple(y.shape[1:]) != out and np.issubdtype(y.dtype, np.integer):
         labels = _labels(y, name, out[:-1], classes)
-        if name == "y_train":
+        if name in NOTED:
             notes.append(f"{name} holds class ids: one-hot encoded for categorical_crossentropy")
         return np.eye(classes, dtype=np.float32)[labels]
     if tuple(y.shape[1:]) != out:

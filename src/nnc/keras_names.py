@@ -173,16 +173,13 @@ KERAS_OPTIONS_NOT_IN_NNC: dict[str, str | None] = {
 KERAS_LOSSES_NOT_IN_NNC: dict[str, str | None] = {
     name: None for name in (
         "binary_focal_crossentropy", "categorical_focal_crossentropy", "categorical_generalized_cross_entropy",
-        "categorical_hinge", "cosine_similarity", "ctc", "dice", "hinge", "huber", "kl_divergence", "kld",
-        "log_cosh", "mean_absolute_error", "mae", "mean_absolute_percentage_error", "mape",
+        "categorical_hinge", "cosine_similarity", "ctc", "dice", "hinge",
+        "log_cosh", "mean_absolute_percentage_error", "mape",
         "mean_squared_logarithmic_error", "msle", "poisson", "squared_hinge", "tversky", "circle")}
-KERAS_LOSSES_NOT_IN_NNC.update({"mean_absolute_error": "nnc's regression loss is mse", "mae": "nnc's regression loss is mse",
-                                "huber": "nnc's regression loss is mse"})
+KERAS_LOSSES_NOT_IN_NNC.update({"log_cosh": "nnc's regression losses are mse, mae and huber (log_cosh's near twin)"})
 
 KERAS_OPTIMIZERS_NOT_IN_NNC: dict[str, str | None] = {
-    "adamw": "Keras 3's adam with weight_decay= is AdamW (decoupled decay): optimizer adam weight_decay=0.004",
-    "nadam": None, "adamax": None, "adagrad": None, "adadelta": None, "adafactor": None, "ftrl": None,
-    "lamb": None, "lion": None, "muon": None,
+    "adamax": None, "adadelta": None, "adafactor": None, "ftrl": None, "lamb": None, "lion": None, "muon": None,
 }
 
 def keras_layer_not_in_nnc(word: str) -> str | None:

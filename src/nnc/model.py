@@ -114,7 +114,7 @@ def node_layers(node: Node) -> list[Layer]:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str  # sgd, rmsprop, adam
+    name: str  # sgd, rmsprop, adam, adamw, nadam, adagrad (nnc.optim.OPTIMIZERS)
     lr: float
     momentum: float = 0.0
     nesterov: bool = False
@@ -123,6 +123,33 @@ class OptimizerConfig:
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
+    initial_accumulator_value: float = 0.1  # adagrad
+    # gradient clipping, Keras's base-optimizer options (at most one; None: off)
+    clipnorm: float | None = None
+    clipvalue: float | None = None
+    global_clipnorm: float | None = None
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """`lr_schedule KIND ...` of the train block: Keras's schedules (nnc.schedules). The initial
+    learning rate is the optimizer's lr= (piecewise: its values are the learning rates)."""
+
+    kind: str  # cosine, exponential, piecewise, reduce_on_plateau
+    decay_steps: int = 0  # cosine, exponential
+    alpha: float = 0.0  # cosine
+    warmup_target: float | None = None  # cosine
+    warmup_steps: int = 0  # cosine
+    decay_rate: float = 0.0  # exponential
+    staircase: bool = False  # exponential
+    boundaries: tuple[int, ...] = ()  # piecewise
+    values: tuple[float, ...] = ()  # piecewise
+    monitor: str = "val_loss"  # reduce_on_plateau
+    factor: float = 0.1
+    patience: int = 10
+    min_delta: float = 1e-4
+    cooldown: int = 0
+    min_lr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +171,13 @@ class TrainConfig:
     seed: int = 0
     shuffle: bool = True
     early_stopping: EarlyStopping | None = None
+    lr_schedule: LRSchedule | None = None
+    # loss and metric options, Keras's defaults: `loss huber delta=`, `loss ... label_smoothing=`,
+    # `metrics top_k_accuracy k=`; class_weight: one weight per class id (empty: none)
+    huber_delta: float = 1.0
+    label_smoothing: float = 0.0
+    top_k: int = 5
+    class_weight: tuple[float, ...] = ()
 
 
 @dataclass

@@ -12,6 +12,10 @@ written by nnc is checked against the shapes its graph declares.
 `device="cuda"` runs on the CUDA provider or raises UserError saying what is missing: it
 never falls back to the CPU. (onnxruntime itself does fall back, with only a warning; the
 providers the session really got are checked after it is created.)
+
+Sessions flush subnormal floats to zero ("session.set_denormal_as_zero", as nnc's NumPy backend
+does; NNC_SUBNORMALS=keep keeps them), without leaving the flags set in the caller's thread
+(see nnc.fpenv).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import fpenv
 from .errors import UserError
 
 DEVICES = ("cpu", "cuda")
@@ -101,6 +106,12 @@ def _session(path: str, device: str):
         raise UserError(f"cannot read model {path}: " + ("it is a folder" if os.path.isdir(path) else "no such file"))
     so = ort.SessionOptions()
     so.log_severity_level = 3  # onnxruntime's fallback warning is replaced by the check below
+    if not fpenv.keep_subnormals():
+        # subnormal floats flushed to zero in onnxruntime's threads, as in nnc's backend (NNC_SUBNORMALS=keep
+        # keeps them). onnxruntime also sets the flags, once per process and for good, in the thread that
+        # makes its first session: that thread's own are put back below, and Runner.run sets them while it runs
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    mxcsr = fpenv.get_mxcsr()
     providers = [PROVIDERS[device]]
     if device == "cuda":
         problem = cuda_unavailable()
@@ -125,6 +136,8 @@ def _session(path: str, device: str):
     finally:
         if device == "cuda":
             ort.set_default_logger_severity(2)
+        if mxcsr is not None:
+            fpenv.set_mxcsr(mxcsr)
     _check_external_data(path, sess)
     if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
         # onnxruntime fell back to the CPU with only a warning: refuse instead
@@ -233,7 +246,8 @@ class Runner:
     def run(self, x) -> np.ndarray:
         x = self.validate(x)
         try:
-            return self.session.run([self.output_name], {self.session.get_inputs()[0].name: x})[0]
+            with fpenv.flush_subnormals():  # the calling thread computes a share too
+                return self.session.run([self.output_name], {self.session.get_inputs()[0].name: x})[0]
         except Exception as e:  # onnxruntime's own exception types: a node that fails on this input
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"onnxruntime failed to run {self.path}: {msg}", exit_code=1) from None

@@ -29,7 +29,8 @@ def test_json_format_locates_every_golden_diagnostic(capsys, in_cases, name):
     diags = json.loads(out)
     assert isinstance(diags, list)
     for d in diags:
-        assert set(d) == {"file", "line", "column", "end_line", "end_column", "severity", "code", "message", "help"}
+        assert set(d) == {"file", "line", "column", "end_line", "end_column", "severity", "code", "message", "help",
+                          "schema_version"}
         assert d["file"] == name
         assert (d["end_line"], d["end_column"]) >= (d["line"], d["column"])
     located = {(d["severity"], d["line"], d["column"], d["code"]) for d in diags}

@@ -50,7 +50,7 @@ def test_same_seed_gives_bit_identical_weights(tmp_path):
     c = _train(tmp_path, TrainConfig(**{**CFG.__dict__, "seed": 4}), name="c")
     assert not np.array_equal(a.net.weights["dense_1.kernel"], c.net.weights["dense_1.kernel"])
     hist = json.loads((tmp_path / "a" / "history.json").read_text())
-    assert set(hist) == {"loss", "accuracy", "val_loss", "val_accuracy"} and len(hist["loss"]) == 4
+    assert set(hist) == {"schema_version", "loss", "accuracy", "val_loss", "val_accuracy"} and len(hist["loss"]) == 4
     assert hist["loss"][-1] < hist["loss"][0]
 
 

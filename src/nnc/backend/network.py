@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..kinds import layer_activation
+from .. import fpenv
 from . import parallel
 from ..model import Block
 from .kernels import KERNELS, MERGE_KERNELS, Activation, Dropout
@@ -244,19 +245,22 @@ class Network:
 
     def logits(self, x, batch_size: int = 1024) -> np.ndarray:
         """Inference (dropout off) before `final_activation`, batch by batch, keeping no caches
-        (what evaluation needs: the loss fuses the final activation)."""
+        (what evaluation needs: the loss fuses the final activation). Runs with subnormal floats
+        flushed to zero (nnc.fpenv; NNC_SUBNORMALS=keep keeps them), the caller's flags restored."""
         x = self._prepare(x)
         outs = []
-        for start in range(0, len(x), batch_size):
-            h = x[start : start + batch_size]
-            parts = parallel.chunks(len(h), self.threads)
-            zs = parallel.run(lambda part: self._forward_chunk(h[part], False, {}, part, False)[0], parts)
-            outs.append(zs[0] if len(zs) == 1 else np.concatenate(zs))
+        with fpenv.flush_subnormals():
+            for start in range(0, len(x), batch_size):
+                h = x[start : start + batch_size]
+                parts = parallel.chunks(len(h), self.threads)
+                zs = parallel.run(lambda part: self._forward_chunk(h[part], False, {}, part, False)[0], parts)
+                outs.append(zs[0] if len(zs) == 1 else np.concatenate(zs))
         return np.concatenate(outs) if outs else np.zeros((0,) + tuple(self.model.output_shape), self.dtype)
 
     def predict(self, x, batch_size: int = 1024) -> np.ndarray:
         """Inference (dropout off), with the final activation: what Keras's model.predict returns."""
-        return self.apply_final(self.logits(x, batch_size))
+        with fpenv.flush_subnormals():
+            return self.apply_final(self.logits(x, batch_size))
 
 
 class _Drawn:

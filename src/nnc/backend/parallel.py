@@ -20,6 +20,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
+from .. import fpenv
+
 MIN_CHUNK = 16  # samples: smaller chunks cost more in per-call overhead than they gain
 
 
@@ -73,6 +75,32 @@ class _Blas:
                     self.set, self.get = getattr(lib, s), getattr(lib, g)
                     self.set.argtypes, self.set.restype = [ctypes.c_int], None
                     self.get.argtypes, self.get.restype = [], ctypes.c_int
+        self._shutdown = self._init = None
+        if lib is not None and hasattr(lib, "blas_thread_shutdown_") and hasattr(lib, "blas_thread_init"):
+            self._shutdown, self._init = lib.blas_thread_shutdown_, lib.blas_thread_init
+            for fn in (self._shutdown, self._init):
+                fn.argtypes, fn.restype = [], ctypes.c_int
+
+    def restart_workers(self) -> bool:
+        """Stop OpenBLAS's worker threads and start them again from this thread, so that they take
+        its MXCSR (flush-to-zero; see nnc.fpenv): a thread keeps the MXCSR it started with, and
+        this OpenBLAS does not copy its caller's into its workers. (Started here and now, not
+        lazily by whichever thread makes the next product.) Done only when no other non-daemon
+        Python thread could be inside a product meanwhile; returns whether they were restarted."""
+        if self._shutdown is None or self.get is None or self.get() <= 1:
+            return False
+        me = threading.current_thread()
+        others = [t.name for t in threading.enumerate()
+                  if t is not me and not t.daemon and not t.name.startswith("nnc-chunk")]
+        if others:
+            import logging
+
+            logging.getLogger("nnc").debug("nnc: OpenBLAS's worker threads keep their MXCSR: other threads "
+                                           "run (%s)", ", ".join(others[:3]))
+            return False
+        self._shutdown()
+        self._init()
+        return True
 
     @property
     def controllable(self) -> bool:
@@ -124,8 +152,11 @@ def run(fn, items: list) -> list:
         if _pool is None or _pool_size < len(items) - 1:
             _pool = ThreadPoolExecutor(max_workers=len(items) - 1, thread_name_prefix="nnc-chunk")
             _pool_size = len(items) - 1
+        # each chunk computes under the caller's MXCSR (flush-to-zero, see nnc.fpenv), then the
+        # worker's own is put back
+        mxcsr = fpenv.get_mxcsr()
         with BLAS.single_threaded():
-            futures = [_pool.submit(fn, item) for item in items[1:]]
+            futures = [_pool.submit(_under, mxcsr, fn, item) for item in items[1:]]
             try:
                 first = fn(items[0])
             finally:
@@ -133,6 +164,11 @@ def run(fn, items: list) -> list:
             return [first] + rest
     finally:
         _busy.release()
+
+
+def _under(mxcsr, fn, item):
+    with fpenv.same_as(mxcsr):
+        return fn(item)
 
 
 def chunks(n: int, threads: int) -> list[slice]:

@@ -8,12 +8,13 @@ HELP = """Evaluate trained weights on a data set's test split (x_test, y_test; a
 such as a .csv, is evaluated whole): the loss and metrics of the spec's train block, computed
 as Keras's evaluate() computes them, with dropout off."""
 EXAMPLE = "nnc eval specs/digits_convnet.nnspec --weights runs/digits_convnet/weights.npz --data digits --format json"
+EVAL_SCHEMA_VERSION = 1  # of the json format: `nnc schema eval`
 
 
 def add_arguments(p):
     p.add_argument("file", metavar="FILE", help="the .nnspec file")
     p.add_argument("--weights", metavar="CKPT.npz", required=True, help="trained weights (nnc train's weights.npz)")
-    p.add_argument("--data", metavar="DATA", required=True, help="an .npz, a .csv, or 'digits'")
+    p.add_argument("--data", metavar="DATA", required=True, help="an .npz, a .csv, 'digits' or 'sine' (built in)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load object arrays (ragged token lists) from an .npz with pickle, which runs any code "
                         "the file holds: only for files you trust, such as Keras's imdb.npz")
@@ -42,10 +43,10 @@ def main(args) -> int:
         x, y, split = data.x_test, data.y_test, "test"
     else:
         x, y, split = data.x_train, data.y_train, "all"
-    result = evaluate(Network(model, weights), x, y, cfg.loss, cfg.metrics, args.batch_size)
+    result = evaluate(Network(model, weights), x, y, cfg.loss, cfg.metrics, args.batch_size, cfg=cfg)
     if args.format == "json":
-        print(json.dumps({"model": model.name, "data": args.data, "split": split, "samples": int(len(x)),
-                          "loss_function": cfg.loss, **result}, indent=2))
+        print(json.dumps({"schema_version": EVAL_SCHEMA_VERSION, "model": model.name, "data": args.data,
+                          "split": split, "samples": int(len(x)), "loss_function": cfg.loss, **result}, indent=2))
     else:
         what = "test split" if split == "test" else "every sample (the data has no x_test, y_test)"
         print(f"{model.name} on {args.data}, {what}, {len(x)} samples: "

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-HELP = """Train a spec with nnc's NumPy backend (no deep-learning framework needed), as Keras's
-fit() would: the spec's train block gives loss, optimizer, metrics, epochs, batch size,
+HELP = """Train a spec with nnc's NumPy engine (no deep-learning framework needed) or with
+PyTorch (--engine torch, on the CPU or --device cuda), as Keras's fit() would: the spec's train block gives loss, optimizer, metrics, epochs, batch size,
 validation split and seed; each can be overridden by a flag. A spec without a train block
 trains with Keras's defaults and a loss chosen from its output.
 
@@ -18,37 +18,84 @@ training starts.
 DIR receives weights.npz (the trained weights, for `nnc compile --weights`), history.json
 (loss and metrics per epoch), curves.png, and state.npz: each epoch is checkpointed
 atomically, so a run that was stopped (Ctrl-C, a kill, a crash) continues with
-`nnc train --resume DIR` and ends with the same weights as an uninterrupted run."""
+`nnc train --resume DIR` and ends with the same weights as an uninterrupted run (with either
+engine: a run may continue on the other).
+
+Several processes: `torchrun --nproc-per-node=N --no-python nnc train FILE --engine torch ...`
+trains with DistributedDataParallel (gloo on the CPU, NCCL with --device cuda); batch_size is the
+global batch, and rank 0 alone writes DIR and prints."""
 EXAMPLE = "nnc train specs/digits_convnet.nnspec --data digits --out runs/digits_convnet"
 
-_FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "weight_decay", "batch_size", "validation_split", "seed", "shuffle",
-                    "patience", "monitor")
+_FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
+                    "batch_size", "validation_split", "seed", "shuffle",
+                    "patience", "monitor", "class_weight")
+
+
+# nnc.checker.OPTIMIZERS' names (kept here so that building the parser imports no checker; a test
+# checks they agree)
+OPTIMIZER_NAMES = ("sgd", "rmsprop", "adam", "adamw", "nadam", "adagrad")
 
 
 def add_arguments(p):
+    from ..metrics import METRICS
+
     p.add_argument("file", metavar="FILE", nargs="?", help="the .nnspec file (optional with --resume)")
-    p.add_argument("--data", metavar="DATA", help="an .npz, a .csv, or 'digits'")
+    p.add_argument("--data", metavar="DATA", help="an .npz, a .csv, 'digits' or 'sine' (built in)")
     p.add_argument("--allow-pickle", action="store_true",
                    help="load object arrays (ragged token lists) from an .npz with pickle, which runs any code "
                         "the file holds: only for files you trust, such as Keras's imdb.npz")
     p.add_argument("--out", metavar="DIR", help="where the run is written (default: runs/MODEL_NAME)")
     p.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
+    p.add_argument("--engine", choices=("numpy", "torch"), default="numpy",
+                   help="who computes: nnc's NumPy engine (default) or PyTorch (pip install 'nnc[torch]')")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="with --engine torch: cuda trains on the GPU (never falls back to the CPU)")
     g = p.add_argument_group("overrides of the spec's train block")
     g.add_argument("--epochs", type=int, metavar="N", help="number of epochs (on --resume: the new total)")
     g.add_argument("--batch-size", type=int, metavar="N")
     g.add_argument("--lr", "--learning-rate", type=float, metavar="LR", dest="lr")
     g.add_argument("--momentum", type=float, metavar="M")
     g.add_argument("--weight-decay", type=float, metavar="L", help="decoupled weight decay, as Keras 3's")
-    g.add_argument("--optimizer", choices=("sgd", "rmsprop", "adam"), help="with Keras's defaults")
+    g.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="with Keras's defaults (clipping carries over)")
+    g.add_argument("--clipnorm", type=float, metavar="C", help="clip each weight's gradient to L2 norm C (Keras's "
+                   "clipnorm; replaces the spec's clipping)")
+    g.add_argument("--clipvalue", type=float, metavar="C", help="clip each gradient element to [-C, C]")
+    g.add_argument("--global-clipnorm", type=float, metavar="C", help="clip all gradients together to L2 norm C")
     g.add_argument("--loss", choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
-                                      "binary_crossentropy", "mse"))
+                                      "binary_crossentropy", "mse", "mae", "huber", "kl_divergence"),
+                   help="with Keras's defaults for its options (huber's delta=1.0, no label_smoothing)")
+    g.add_argument("--class-weight", type=float, nargs="+", metavar="W",
+                   help="one weight per class id, in order, as Keras's class_weight={0: W0, 1: W1, ...}")
     g.add_argument("--validation-split", type=float, metavar="F", help="the last fraction F of the training data")
     g.add_argument("--seed", type=int, metavar="N", help="initial weights, shuffling and dropout")
     g.add_argument("--shuffle", action=argparse_bool(), default=None, help="shuffle every epoch (--no-shuffle)")
     g.add_argument("--patience", type=int, metavar="N", help="early stopping after N epochs without improvement")
-    g.add_argument("--monitor", choices=("val_loss", "val_accuracy", "loss", "accuracy"),
+    g.add_argument("--monitor", choices=tuple(p + m for p in ("val_", "") for m in ("loss",) + METRICS),
                    help="what early stopping watches (default: val_loss with validation data, else loss)")
+    p.add_argument("--keep-subnormals", action="store_true",
+                   help="compute with IEEE subnormal floats instead of flushing them to zero (slower on Intel "
+                        "CPUs; the same as NNC_SUBNORMALS=keep)")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+
+def _world(args):
+    """The processes torchrun started (WORLD_SIZE > 1), joined into their process group; None alone."""
+    try:
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        size = 1
+    if size <= 1:
+        return None
+    from ..errors import UserError
+
+    if args.engine != "torch":
+        raise UserError(f"this is one of {size} processes (WORLD_SIZE, as torchrun sets it): several processes train "
+                        "with the PyTorch engine only", help="add --engine torch")
+    from ..torch_engine.distributed import World
+
+    world = World.from_env()
+    world.init(args.device)
+    return world
 
 
 def argparse_bool():
@@ -63,14 +110,21 @@ def main(args) -> int:
     from ..data import BUILTIN, load_data
     from ..errors import UserError
     from ..train import (CURVES, HISTORY, STATE, WEIGHTS, Progress, Trainer, claim_run_dir, config_from_json,
-                         default_config, describe, evaluate, override, plot_curves, read_state)
+                         default_config, describe, evaluate, override, plot_curves, read_state,
+                         refuse_new_run_dir, validate_for_model)
 
-    progress = Progress(quiet=args.quiet)
+    world = _world(args)  # the processes torchrun started, or None
+    leader = world is None or world.leader
+    progress = Progress(quiet=args.quiet or not leader)  # rank 0 alone prints
+    if args.keep_subnormals:  # read by nnc.fpenv where the training loop sets its flags
+        from ..fpenv import ENV
+
+        os.environ[ENV] = "keep"
     meta = arrays = None
     if args.resume:
         if not os.path.isdir(args.resume):
             raise UserError(f"cannot resume from {args.resume}: it holds no {STATE} (there is no such folder)")
-        lock = claim_run_dir(args.resume)  # noqa: F841 (held until the process ends)
+        lock = claim_run_dir(args.resume) if leader else None  # noqa: F841 (held until the process ends)
         arrays, meta = read_state(args.resume)
         given = [k for k in _FIXED_ON_RESUME if getattr(args, k) is not None]
         if given:
@@ -99,6 +153,10 @@ def main(args) -> int:
 
             cfg = dataclasses.replace(cfg, epochs=args.epochs)
         data_arg = args.data or meta["data"]
+        if data_arg == "<arrays>":  # what nnc.fit records: there is no file to read again
+            raise UserError(f"{out} was trained on arrays in memory (nnc.fit), so there is no data file to resume with",
+                            help="continue it with nnc.fit(..., out=DIR, resume=True), or pass --data with the same "
+                                 "arrays in an .npz")
     else:
         if model.train is not None:
             cfg = model.train
@@ -106,32 +164,29 @@ def main(args) -> int:
             cfg, note = default_config(model)
             progress.say(note)
         cfg = override(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                       weight_decay=args.weight_decay,
+                       weight_decay=args.weight_decay, clipnorm=args.clipnorm, clipvalue=args.clipvalue,
+                       global_clipnorm=args.global_clipnorm,
                        optimizer=args.optimizer, loss=args.loss, validation_split=args.validation_split,
-                       seed=args.seed, shuffle=args.shuffle, patience=args.patience, monitor=args.monitor)
+                       seed=args.seed, shuffle=args.shuffle, patience=args.patience, monitor=args.monitor,
+                       class_weight=args.class_weight)
         if not args.data:
-            raise UserError("nnc train needs --data: an .npz, a .csv, or 'digits'")
+            raise UserError("nnc train needs --data: an .npz, a .csv, 'digits' or 'sine'")
         data_arg = args.data
         out = args.out or os.path.join("runs", model.name)
-        if os.path.exists(os.path.join(out, STATE)):
-            raise UserError(f"{out} already holds a training run ({STATE})",
-                            help=f"continue it with `nnc train --resume {out}`, or choose another --out")
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise UserError(f"cannot train into {out}: it is a file, not a folder", help="choose another --out")
-        # files a run writes, there without a run's state.npz: someone else's (`--out .` next to
-        # a weights.npz): training would overwrite them
-        clash = [f for f in (WEIGHTS, HISTORY, CURVES) if os.path.lexists(os.path.join(out, f))]
-        if clash:
-            raise UserError(f"cannot train into {out}: it holds {', '.join(clash)} but no training run ({STATE}), "
-                            "and training would overwrite them", help="choose another --out, or move those files away")
+        refuse_new_run_dir(out, f"continue it with `nnc train --resume {out}`, or choose another --out")
+    validate_for_model(model, cfg)  # before the folder is claimed: a refusal leaves nothing
     data_ref = data_arg if data_arg in BUILTIN else os.path.abspath(data_arg)
     data = load_data(data_ref, model, cfg.loss, allow_pickle=args.allow_pickle)
-    if meta is None:  # a new run: claim the folder only once the data is known to fit (a refusal leaves nothing)
+    if meta is None and leader:  # a new run: claim the folder once the data is known to fit (a refusal leaves nothing)
         lock = claim_run_dir(out)  # noqa: F841 (held until the process ends)
         if os.path.exists(os.path.join(out, STATE)):  # another run finished there meanwhile
             raise UserError(f"{out} already holds a training run ({STATE})",
                             help=f"continue it with `nnc train --resume {out}`, or choose another --out")
-    trainer = Trainer(model, cfg, data, out, spec_source=r.source, progress=progress)
+    device = args.device
+    if world is not None and device == "cuda":
+        device = f"cuda:{world.local_rank}"  # one GPU per process
+    trainer = Trainer(model, cfg, data, out if leader else None, spec_source=r.source, progress=progress,
+                      engine=args.engine, device=device, world=world)
     if meta is not None:
         trainer.restore(arrays, meta)
         # weights.npz and history.json derive from state.npz: a run killed between writing them
@@ -158,9 +213,11 @@ def main(args) -> int:
         if done:
             print(f"continue with: nnc train --resume {out}", file=sys.stderr)
         return 130
+    if not leader:
+        return 0
     plot_curves(history, os.path.join(out, CURVES), title=model.name)
     if data.x_test is not None:
-        test = evaluate(trainer.net, data.x_test, data.y_test, cfg.loss, cfg.metrics)
+        test = evaluate(trainer.net, data.x_test, data.y_test, cfg.loss, cfg.metrics, cfg=cfg)
         progress.say(f"test ({len(data.x_test)} samples): " + " - ".join(f"{k}: {v:.4f}" for k, v in test.items()))
     progress.say(f"wrote {', '.join(os.path.join(out, f) for f in (WEIGHTS, HISTORY, CURVES, STATE))}")
     return 0

@@ -1,0 +1,227 @@
+"""AdamW, Nadam, Adagrad, weight decay on every optimizer, gradient clipping and step schedules
+inside the optimizer: step by step against Keras 3's own optimizers (same weights, same
+gradients -> same weights and slots), in float64 and float32."""
+
+import os
+
+import numpy as np
+import pytest
+
+from nnc.model import LRSchedule, OptimizerConfig
+from nnc.optim import OPTIMIZERS, make_optimizer
+
+RNG = np.random.default_rng(11)
+# two weights of different shapes, so that per-weight and global clipping differ
+W0 = {"a": RNG.normal(size=(3, 4)), "b": RNG.normal(size=(5,))}
+GRADS = [{"a": RNG.normal(scale=s, size=(3, 4)), "b": RNG.normal(scale=s, size=(5,))} for s in (0.5, 3.0, 0.1, 2.0, 1.0, 4.0)]
+# Keras's names of each nnc slot: nnc slot -> the Keras optimizer's list of variables
+KERAS_SLOTS = {"adam": {"m": "_momentums", "v": "_velocities"}, "adamw": {"m": "_momentums", "v": "_velocities"},
+               "nadam": {"momentum": "_momentums", "velocity": "_velocities"},
+               "adagrad": {"accumulator": "_accumulators"}, "sgd": {"momentum": "momentums"},
+               "rmsprop": {"velocity": "_velocities", "momentum": "_momentums"}}
+
+
+@pytest.fixture(scope="module")
+def keras():
+    pytest.importorskip("torch")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+@pytest.fixture
+def keras64(keras):
+    """Keras computing in float64 (its learning-rate variable and schedules follow floatx)."""
+    old = keras.config.floatx()
+    keras.config.set_floatx("float64")
+    try:
+        yield keras
+    finally:
+        keras.config.set_floatx(old)
+
+
+def _keras_optimizer(keras, name, kw, schedule=None):
+    cls = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+           "adamw": keras.optimizers.AdamW, "nadam": keras.optimizers.Nadam, "adagrad": keras.optimizers.Adagrad}[name]
+    kw = dict(kw)
+    lr = kw.pop("lr", None)
+    if schedule is not None:
+        kw["learning_rate"] = schedule
+    elif lr is not None:
+        kw["learning_rate"] = lr
+    return cls(**kw)
+
+
+def _compare(keras, name, ours, theirs, dtype, rtol, schedule=None, keras_schedule=None, grads=GRADS):
+    opt = make_optimizer(OptimizerConfig(name, **ours), schedule)
+    kopt = _keras_optimizer(keras, name, theirs, keras_schedule)
+    w = {k: v.astype(dtype) for k, v in W0.items()}
+    kvars = [keras.Variable(w["a"].copy(), dtype=dtype), keras.Variable(w["b"].copy(), dtype=dtype)]
+    for step, g in enumerate(grads):
+        g = {k: v.astype(dtype) for k, v in g.items()}
+        opt.step(w, g)
+        kopt.apply_gradients([(keras.ops.convert_to_tensor(g["a"]), kvars[0]),
+                              (keras.ops.convert_to_tensor(g["b"]), kvars[1])])
+        for key, var in zip(("a", "b"), kvars):
+            np.testing.assert_allclose(w[key], np.asarray(var.numpy()), rtol=rtol, atol=rtol * 1e-2,
+                                       err_msg=f"{name} step {step + 1} weight {key}")
+        for slot, attr in KERAS_SLOTS[name].items():
+            if slot not in opt.state:
+                continue
+            for key, i in (("a", 0), ("b", 1)):
+                theirs_slot = np.asarray(getattr(kopt, attr)[kopt._get_variable_index(kvars[i])].numpy())
+                np.testing.assert_allclose(opt.state[slot][key], theirs_slot, rtol=rtol, atol=rtol * 1e-2,
+                                           err_msg=f"{name} step {step + 1} slot {slot}/{key}")
+    if name == "nadam":
+        np.testing.assert_allclose(opt.scalars["u_product"], float(kopt._u_product.numpy()), rtol=rtol)
+    assert opt.iterations == len(grads) == int(kopt.iterations.numpy())
+    return opt
+
+
+CASES = [
+    ("adamw", dict(lr=0.01), dict(learning_rate=0.01)),  # Keras's default weight_decay 0.004 on both sides
+    ("adamw", dict(lr=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-6, weight_decay=0.1),
+     dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, epsilon=1e-6, weight_decay=0.1)),
+    ("nadam", dict(lr=0.01), dict(learning_rate=0.01)),
+    ("nadam", dict(lr=0.005, beta_1=0.85, beta_2=0.95, epsilon=1e-5, weight_decay=0.05),
+     dict(learning_rate=0.005, beta_1=0.85, beta_2=0.95, epsilon=1e-5, weight_decay=0.05)),
+    ("adagrad", dict(lr=0.05), dict(learning_rate=0.05)),
+    ("adagrad", dict(lr=0.1, initial_accumulator_value=0.5, epsilon=1e-4, weight_decay=0.02),
+     dict(learning_rate=0.1, initial_accumulator_value=0.5, epsilon=1e-4, weight_decay=0.02)),
+    # weight decay on the older optimizers too (Keras's base-optimizer weight_decay)
+    ("rmsprop", dict(lr=0.01, weight_decay=0.03), dict(learning_rate=0.01, weight_decay=0.03)),
+    ("sgd", dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+     dict(learning_rate=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)),
+]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name,ours,theirs", CASES)
+def test_optimizers_match_keras_float64(keras64, name, ours, theirs):
+    if name == "adamw" and "weight_decay" not in ours:
+        # the default weight decay comes from the checker's table, as the train block gives it
+        from nnc.checker import OPTIMIZERS as TABLE
+
+        ours = {"weight_decay": next(o.default for o in TABLE["adamw"] if o.name == "weight_decay"), **ours}
+        assert ours["weight_decay"] == keras64.optimizers.AdamW().weight_decay == 0.004
+    _compare(keras64, name, ours, theirs, np.float64, 1e-6)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name", ["adamw", "nadam", "adagrad"])
+def test_optimizers_match_keras_float32(keras, name):
+    ours = dict(lr=0.01, weight_decay=0.004 if name == "adamw" else 0.0)
+    _compare(keras, name, ours, dict(learning_rate=0.01), np.float32, 1e-5)
+
+
+CLIPS = [
+    ("sgd", dict(lr=0.1, momentum=0.5, weight_decay=0.1, clipnorm=1.0)),
+    ("adam", dict(lr=0.01, weight_decay=0.05, clipnorm=0.7)),
+    ("sgd", dict(lr=0.1, weight_decay=0.1, global_clipnorm=1.5)),
+    ("nadam", dict(lr=0.01, global_clipnorm=2.0)),
+    ("sgd", dict(lr=0.1, weight_decay=0.2, clipvalue=0.3)),
+    ("adagrad", dict(lr=0.1, clipvalue=1.0)),
+    ("rmsprop", dict(lr=0.01, momentum=0.3, clipnorm=2.0)),
+]
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name,kw", CLIPS)
+def test_clipping_matches_keras(keras64, name, kw):
+    theirs = {("learning_rate" if k == "lr" else k): v for k, v in kw.items()}
+    _compare(keras64, name, kw, theirs, np.float64, 1e-6)
+
+
+def test_clipping_by_hand():
+    g = {"a": np.array([3.0, 4.0]), "b": np.array([0.3, 0.4])}  # norms 5 and 0.5; together sqrt(25.25)
+    clipped = make_optimizer(OptimizerConfig("sgd", 0.1, clipnorm=1.0)).clip(g)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.8])
+    np.testing.assert_array_equal(clipped["b"], g["b"])  # under the norm: untouched
+    clipped = make_optimizer(OptimizerConfig("sgd", 0.1, global_clipnorm=1.0)).clip(g)
+    scale = 1.0 / np.sqrt(25.25)
+    np.testing.assert_allclose(clipped["a"], g["a"] * scale)
+    np.testing.assert_allclose(clipped["b"], g["b"] * scale)
+    clipped = make_optimizer(OptimizerConfig("sgd", 0.1, clipvalue=0.35)).clip(g)
+    np.testing.assert_array_equal(clipped["a"], [0.35, 0.35])
+    np.testing.assert_array_equal(clipped["b"], [0.3, 0.35])
+    nan = make_optimizer(OptimizerConfig("sgd", 0.1, global_clipnorm=1.0)).clip({"a": np.array([np.inf, 1.0])})
+    assert np.isnan(nan["a"]).all()  # Keras: a non-finite global norm makes every gradient NaN
+
+
+SCHEDULED = [
+    ("sgd", dict(lr=0.1), LRSchedule("exponential", decay_steps=2, decay_rate=0.5)),
+    ("adam", dict(lr=0.01, weight_decay=0.1), LRSchedule("exponential", decay_steps=3, decay_rate=0.7, staircase=True)),
+    ("adamw", dict(lr=0.01, weight_decay=0.004), LRSchedule("cosine", decay_steps=4, alpha=0.1)),
+    ("nadam", dict(lr=0.0), LRSchedule("cosine", decay_steps=3, warmup_target=0.02, warmup_steps=2)),
+    ("sgd", dict(lr=0.3, momentum=0.9, weight_decay=0.1), LRSchedule("piecewise", boundaries=(1, 3), values=(0.3, 0.1, 0.02))),
+]
+
+
+def _keras_schedule(keras, s: LRSchedule, lr0: float):
+    sch = keras.optimizers.schedules
+    if s.kind == "exponential":
+        return sch.ExponentialDecay(lr0, s.decay_steps, s.decay_rate, staircase=s.staircase)
+    if s.kind == "cosine":
+        return sch.CosineDecay(lr0, s.decay_steps, alpha=s.alpha, warmup_target=s.warmup_target,
+                               warmup_steps=s.warmup_steps)
+    return sch.PiecewiseConstantDecay(list(s.boundaries), list(s.values))
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name,kw,schedule", SCHEDULED)
+def test_schedules_inside_the_optimizer_match_keras(keras64, name, kw, schedule):
+    """The step's lr (and weight decay's) is the schedule at the iterations before the step."""
+    theirs = {k: v for k, v in kw.items() if k != "lr"}
+    _compare(keras64, name, kw, theirs, np.float64, 1e-6, schedule, _keras_schedule(keras64, schedule, kw["lr"]))
+
+
+def test_nadam_state_round_trip_continues_identically():
+    cfg = OptimizerConfig("nadam", lr=0.01, clipnorm=1.0)
+    sched = LRSchedule("cosine", decay_steps=5)
+    full = make_optimizer(cfg, sched)
+    w_full = {k: v.copy() for k, v in W0.items()}
+    for g in GRADS:
+        full.step(w_full, g)
+    first = make_optimizer(cfg, sched)
+    w = {k: v.copy() for k, v in W0.items()}
+    for g in GRADS[:3]:
+        first.step(w, g)
+    arrays = first.state_arrays()
+    assert "scalar/u_product" in arrays and float(arrays["scalar/u_product"]) != 1.0
+    again = make_optimizer(cfg, sched)
+    again.load_state({k: np.array(v) for k, v in arrays.items()}, first.iterations)
+    for g in GRADS[3:]:
+        again.step(w, g)
+    for k in w:
+        assert np.array_equal(w[k], w_full[k]), k
+
+
+def test_every_optimizer_of_the_table_is_implemented():
+    from nnc.checker import OPTIMIZERS as TABLE
+    from nnc.commands.train import OPTIMIZER_NAMES
+    from nnc.keras_names import KERAS_OPTIMIZERS_NOT_IN_NNC
+
+    assert set(TABLE) == set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
+    assert not set(TABLE) & set(KERAS_OPTIMIZERS_NOT_IN_NNC)
+    fields = set(OptimizerConfig.__dataclass_fields__)
+    for name, opts in TABLE.items():
+        assert {o.name for o in opts} <= fields, name
+        assert {"clipnorm", "clipvalue", "global_clipnorm", "weight_decay"} <= {o.name for o in opts}, name
+
+
+@pytest.mark.reference
+def test_table_defaults_are_keras_defaults(keras):
+    """Each option's default in the checker's table is the Keras constructor's default."""
+    import inspect
+
+    from nnc.checker import OPTIMIZERS as TABLE
+
+    classes = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+               "adamw": keras.optimizers.AdamW, "nadam": keras.optimizers.Nadam, "adagrad": keras.optimizers.Adagrad}
+    for name, opts in TABLE.items():
+        params = inspect.signature(classes[name].__init__).parameters
+        for o in opts:
+            keras_name = "learning_rate" if o.name == "lr" else o.name
+            default = params[keras_name].default
+            if o.name == "weight_decay" and default is None:
+                default = 0.0  # None (off) in Keras, 0 in nnc
+            assert o.default == default, (name, o.name, o.default, default)
