@@ -193,6 +193,9 @@ CONVNET = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "digits_c
 # kill (or Ctrl-C) at a known place mid-epoch, whatever the machine's speed
 _SELF_SIGNAL = """
 import os, signal, sys
+# as a terminal's Ctrl-C finds it: a suite started in the background of a non-interactive shell
+# hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt at all
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import nnc.train as t
 init = t.Trainer.__init__
 def patched(self, *a, **k):
