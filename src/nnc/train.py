@@ -717,18 +717,27 @@ class Trainer:
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) that arrives while a checkpoint is written until it is complete."""
+    """Hold a Ctrl-C (SIGINT) or a SIGTERM that arrives while a checkpoint is written until it is
+    complete; then act on it as its own handler would (a KeyboardInterrupt for Ctrl-C)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if caught:
-        raise KeyboardInterrupt
+        handler = previous[caught[0]]
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(caught[0], None)  # nnc's SIGTERM handler raises KeyboardInterrupt itself
+        elif caught[0] == signal.SIGTERM and handler == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGTERM)  # as if it had come after the checkpoint
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
 
 
 _META_KEYS = ("version", "epoch", "iterations", "history", "best", "best_epoch", "wait", "stopped_epoch", "config",
