@@ -1026,19 +1026,16 @@ class _Checker:
                 continue
             seen[key] = item.span
             if key == "loss":
-                good = self._loss(item, cfg)
-                ok = ok and good
+                ok = self._loss(item, cfg) and ok
             elif key == "optimizer":
                 opt = self._optimizer(item)
                 ok = ok and opt is not None
                 if opt:
                     cfg["optimizer"] = opt
             elif key == "metrics":
-                good = self._metrics(item, cfg)
-                ok = ok and good
+                ok = self._metrics(item, cfg) and ok
             elif key == "class_weight":
-                good = self._class_weight(item, cfg)
-                ok = ok and good
+                ok = self._class_weight(item, cfg) and ok
             elif key == "lr_schedule":
                 sched = self._lr_schedule(item)
                 ok = ok and sched is not None

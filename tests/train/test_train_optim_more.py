@@ -2,7 +2,6 @@
 inside the optimizer: step by step against Keras 3's own optimizers (same weights, same
 gradients -> same weights and slots), in float64 and float32."""
 
-import os
 
 import numpy as np
 import pytest
@@ -19,24 +18,6 @@ KERAS_SLOTS = {"adam": {"m": "_momentums", "v": "_velocities"}, "adamw": {"m": "
                "nadam": {"momentum": "_momentums", "velocity": "_velocities"},
                "adagrad": {"accumulator": "_accumulators"}, "sgd": {"momentum": "momentums"},
                "rmsprop": {"velocity": "_velocities", "momentum": "_momentums"}}
-
-
-@pytest.fixture(scope="module")
-def keras():
-    pytest.importorskip("torch")
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras")
-
-
-@pytest.fixture
-def keras64(keras):
-    """Keras computing in float64 (its learning-rate variable and schedules follow floatx)."""
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    try:
-        yield keras
-    finally:
-        keras.config.set_floatx(old)
 
 
 def _keras_optimizer(keras, name, kw, schedule=None):

@@ -4,7 +4,6 @@ sequences, its state across --resume, the checker's diagnostics, and the CLI's f
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -16,23 +15,6 @@ from nnc.errors import UserError
 from nnc.model import LRSchedule, OptimizerConfig, TrainConfig
 from nnc.schedules import Plateau, step_learning_rate
 from nnc.train import Trainer, config_from_json, config_to_json, describe, override, read_state, validate_config
-
-
-@pytest.fixture(scope="module")
-def keras():
-    pytest.importorskip("torch")
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    return pytest.importorskip("keras")
-
-
-@pytest.fixture
-def keras64(keras):
-    old = keras.config.floatx()
-    keras.config.set_floatx("float64")
-    try:
-        yield keras
-    finally:
-        keras.config.set_floatx(old)
 
 
 STEPS = list(range(0, 40)) + [50, 99, 100, 101, 150, 1000, 12345]

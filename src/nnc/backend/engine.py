@@ -22,6 +22,7 @@ import numpy as np
 
 from ..losses import class_sample_weights, loss_and_grad
 from ..optim import make_optimizer
+from ..train import loss_options, regularization
 from .network import Network
 
 
@@ -29,8 +30,6 @@ class NumpyEngine:
     name = "numpy"
 
     def __init__(self, model, weights: dict[str, np.ndarray], cfg):
-        from ..train import loss_options
-
         self.model, self.cfg = model, cfg
         self.net = Network(model, weights)
         self.final_activation = self.net.final_activation
@@ -46,8 +45,6 @@ class NumpyEngine:
             self.net.weights[k] = np.array(weights[k], dtype=self.net.weights[k].dtype)
 
     def train_step(self, xb, yb, rng) -> tuple[float, np.ndarray]:
-        from ..train import regularization
-
         net, cfg = self.net, self.cfg
         z = net.forward(xb, training=True, rng=rng)
         sample_weight = class_sample_weights(yb, cfg.class_weight) if cfg.class_weight else None
@@ -64,6 +61,3 @@ class NumpyEngine:
 
     def logits(self, x, batch_size: int = 1024) -> np.ndarray:
         return self.net.logits(x, batch_size)
-
-    def predict(self, x, batch_size: int = 1024) -> np.ndarray:
-        return self.net.predict(x, batch_size)

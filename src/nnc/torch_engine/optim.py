@@ -1,6 +1,9 @@
 """nnc.optim's optimizers on torch tensors: Keras 3's update rules, step for step, in place.
 
-The same classes as nnc.optim, each `_update` a transcription of its NumPy twin (read
+Each class is its NumPy twin (it inherits the configuration, the step's learning rate and the
+per-step scalars such as Adam's bias correction and Nadam's momentum schedule) with the tensor
+parts written for torch: slots, clipping, the in-place update (`_update`, a transcription of the
+twin's) (read
 nnc.optim's docstring for the rules: the step's lr from a step schedule, gradient clipping,
 decoupled weight decay, the optimizer's update, iterations += 1), and the same checkpoint
 state: `state_arrays()` gives `SLOT/WEIGHT` numpy arrays (and `scalar/NAME`) in the same names
@@ -18,26 +21,16 @@ import math
 import numpy as np
 import torch
 
+from .. import optim as np_optim
 from ..model import OptimizerConfig
-from ..schedules import step_learning_rate
 
 
-class Optimizer:
-    slots: tuple[str, ...] = ()
+class Optimizer(np_optim.Optimizer):
+    """nnc.optim.Optimizer with its slots as tensors on `device`."""
 
     def __init__(self, cfg: OptimizerConfig, schedule=None, device="cpu"):
-        self.cfg = cfg
-        self.lr = float(cfg.lr)  # the initial lr of a step schedule; ReduceLROnPlateau lowers it
-        self.schedule = schedule
         self.device = torch.device(device)
-        self.weight_decay = float(cfg.weight_decay or 0.0)
-        self.iterations = 0
-        self.state: dict[str, dict[str, torch.Tensor]] = {s: {} for s in self.slots}
-        self.scalars: dict[str, float] = {}
-
-    @property
-    def learning_rate(self) -> float:
-        return step_learning_rate(self.schedule, self.lr, self.iterations)
+        super().__init__(cfg, schedule)
 
     def _slot(self, slot: str, name: str, like: torch.Tensor) -> torch.Tensor:
         table = self.state[slot]
@@ -47,25 +40,22 @@ class Optimizer:
 
     def clip(self, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keras's _clip_gradients: clipnorm (per weight), else global_clipnorm, else clipvalue;
-        norms in float64, as nnc.optim's."""
+        norms in float64, as nnc.optim's, computed on the device (no sync)."""
         c = self.cfg
-        clipnorm = getattr(c, "clipnorm", None)
-        global_clipnorm = getattr(c, "global_clipnorm", None)
-        clipvalue = getattr(c, "clipvalue", None)
-        if clipnorm:
+        if c.clipnorm:
             out = {}
             for name, g in grads.items():
                 norm = g.double().square().sum().sqrt()
-                scale = torch.where(norm > clipnorm, clipnorm / norm, torch.ones_like(norm))
+                scale = torch.where(norm > c.clipnorm, c.clipnorm / norm, torch.ones_like(norm))
                 out[name] = g * scale.to(g.dtype)
             return out
-        if global_clipnorm:
+        if c.global_clipnorm:
             norm = torch.stack([g.double().square().sum() for g in grads.values()]).sum().sqrt()
-            scale = torch.where(norm > global_clipnorm, global_clipnorm / norm, torch.ones_like(norm))
+            scale = torch.where(norm > c.global_clipnorm, c.global_clipnorm / norm, torch.ones_like(norm))
             scale = torch.where(torch.isfinite(norm), scale, torch.full_like(norm, math.nan))
             return {k: g * scale.to(g.dtype) for k, g in grads.items()}
-        if clipvalue:
-            return {k: g.clamp(-clipvalue, clipvalue) for k, g in grads.items()}
+        if c.clipvalue:
+            return {k: g.clamp(-c.clipvalue, c.clipvalue) for k, g in grads.items()}
         return grads
 
     @torch.no_grad()
@@ -79,12 +69,6 @@ class Optimizer:
                 w.sub_(w * (lr * self.weight_decay))
             self._update(name, w, g)
         self.iterations += 1
-
-    def _begin_step(self) -> None:
-        """Per-step work shared by all weights (Adam's bias correction)."""
-
-    def _update(self, name: str, w: torch.Tensor, g: torch.Tensor) -> None:  # pragma: no cover
-        raise NotImplementedError
 
     # --- checkpoints: nnc.optim's names and layouts ------------------------------------------
 
@@ -107,14 +91,7 @@ class Optimizer:
         self.iterations = int(iterations)
 
 
-class SGD(Optimizer):
-    def __init__(self, cfg, schedule=None, device="cpu"):
-        super().__init__(cfg, schedule, device)
-        self.momentum = float(cfg.momentum)
-        self.nesterov = bool(cfg.nesterov)
-        self.slots = ("momentum",) if self.momentum else ()
-        self.state = {s: {} for s in self.slots}
-
+class SGD(Optimizer, np_optim.SGD):
     def _update(self, name, w, g):
         lr = self._lr
         if not self.momentum:
@@ -128,15 +105,7 @@ class SGD(Optimizer):
             w.add_(v)
 
 
-class RMSprop(Optimizer):
-    def __init__(self, cfg, schedule=None, device="cpu"):
-        super().__init__(cfg, schedule, device)
-        self.rho = float(cfg.rho)
-        self.momentum = float(cfg.momentum)
-        self.epsilon = float(cfg.epsilon)
-        self.slots = ("velocity", "momentum") if self.momentum else ("velocity",)
-        self.state = {s: {} for s in self.slots}
-
+class RMSprop(Optimizer, np_optim.RMSprop):
     def _update(self, name, w, g):
         s = self._slot("velocity", name, w)
         s.mul_(self.rho).add_(g.square() * (1 - self.rho))
@@ -149,19 +118,7 @@ class RMSprop(Optimizer):
             w.sub_(increment)
 
 
-class Adam(Optimizer):
-    slots = ("m", "v")
-
-    def __init__(self, cfg, schedule=None, device="cpu"):
-        super().__init__(cfg, schedule, device)
-        self.beta_1 = float(cfg.beta_1)
-        self.beta_2 = float(cfg.beta_2)
-        self.epsilon = float(cfg.epsilon)
-
-    def _begin_step(self):
-        t = self.iterations + 1
-        self._alpha = self._lr * math.sqrt(1 - self.beta_2**t) / (1 - self.beta_1**t)
-
+class Adam(Optimizer, np_optim.Adam):
     def _update(self, name, w, g):
         m = self._slot("m", name, w)
         v = self._slot("v", name, w)
@@ -174,28 +131,7 @@ class AdamW(Adam):
     """Adam with its own weight_decay default (the base class's decoupled decay), as nnc.optim's."""
 
 
-class Nadam(Optimizer):
-    slots = ("momentum", "velocity")
-
-    def __init__(self, cfg, schedule=None, device="cpu"):
-        super().__init__(cfg, schedule, device)
-        self.beta_1 = float(cfg.beta_1)
-        self.beta_2 = float(cfg.beta_2)
-        self.epsilon = float(cfg.epsilon)
-        self.scalars = {"u_product": 1.0}
-
-    def _u(self, t: int) -> float:
-        return self.beta_1 * (1.0 - 0.5 * 0.96**t)
-
-    def _begin_step(self):
-        t = self.iterations + 1
-        u_t, u_next = self._u(t), self._u(t + 1)
-        u_product = self.scalars.get("u_product", 1.0) * u_t
-        self.scalars["u_product"] = u_product
-        self._c_m = u_next / (1.0 - u_product * u_next)
-        self._c_g = (1.0 - u_t) / (1.0 - u_product)
-        self._v_scale = 1.0 / (1.0 - self.beta_2**t)
-
+class Nadam(Optimizer, np_optim.Nadam):
     def _update(self, name, w, g):
         m = self._slot("momentum", name, w)
         v = self._slot("velocity", name, w)
@@ -205,14 +141,7 @@ class Nadam(Optimizer):
         w.sub_(m_hat * self._lr / (torch.sqrt(v * self._v_scale) + self.epsilon))
 
 
-class Adagrad(Optimizer):
-    slots = ("accumulator",)
-
-    def __init__(self, cfg, schedule=None, device="cpu"):
-        super().__init__(cfg, schedule, device)
-        self.initial_accumulator_value = float(getattr(cfg, "initial_accumulator_value", 0.1))
-        self.epsilon = float(cfg.epsilon)
-
+class Adagrad(Optimizer, np_optim.Adagrad):
     def _update(self, name, w, g):
         a = self.state["accumulator"].get(name)
         if a is None:
