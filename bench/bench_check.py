@@ -49,8 +49,8 @@ KERAS_SCRIPT = textwrap.dedent("""
 # Inside one process: seconds spent in check_file alone (parse + check), without start-up.
 IN_PROCESS = textwrap.dedent("""
     import sys, time
-    from nnc.checker import check_file
-    from nnc.parser import _lark
+    from nnc.lang.checker import check_file
+    from nnc.lang.parser import _lark
     _lark()
     t = time.perf_counter()
     r = check_file(sys.argv[1])

@@ -2,7 +2,7 @@
 same model with the same weights (bench/torch_twin.py), for each contract spec.
 
 Both sides start from files on disk: nnc from the spec and an .npz checkpoint, PyTorch from
-the pickled checked model (which needs only nnc.model) and the same .npz. Both write a model
+the pickled checked model (which needs only nnc.lang.model) and the same .npz. Both write a model
 with a symbolic batch at the same opset. The PyTorch side is measured with both exporters:
 the TorchScript one (`dynamo=False`) and the default torch.export one (needs onnxscript).
 
@@ -60,8 +60,8 @@ def main() -> None:
     ap.add_argument("--no-dynamo", action="store_true", help="skip the torch.export-based exporter (slow)")
     args = ap.parse_args()
 
-    from nnc.checker import check_file
-    from nnc.weights import init_weights, save_checkpoint
+    from nnc.lang.checker import check_file
+    from nnc.lang.weights import init_weights, save_checkpoint
 
     py = sys.executable
     script = Path(py).with_name("nnc")

@@ -2,7 +2,7 @@
 the same GPU, for each contract spec at batch 1 and 256.
 
 Three sides, same model, same weights, same input, outputs checked to agree before timing:
-- nnc's graph (`nnc compile`, opset 17) on the CUDA provider, through nnc.runtime.Runner (as
+- nnc's graph (`nnc compile`, opset 17) on the CUDA provider, through nnc.onnx.runtime.Runner (as
   `nnc run --device cuda` runs it; the session is checked to really be on CUDA);
 - the graph `torch.onnx.export` (TorchScript exporter) writes, on the CUDA provider;
 - PyTorch eager on CUDA (bench/torch_twin.py's module, torch.no_grad, cuDNN).
@@ -58,10 +58,10 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from nnc import onnx_export as ox
-    from nnc.checker import check_file
-    from nnc.runtime import Runner
-    from nnc.weights import init_weights
+    from nnc.lang.checker import check_file
+    from nnc.lang.weights import init_weights
+    from nnc.onnx import export as ox
+    from nnc.onnx.runtime import Runner
     from torch_twin import example_input, export, torch_model
 
     if not torch.cuda.is_available():

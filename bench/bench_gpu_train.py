@@ -2,7 +2,7 @@
 plain PyTorch loop on the same GPU, for the lecture's two workloads (bench/bench_train.py's data:
 the convnet's 12,000 images of 28x28x1 and the LSTM's 2,048 sequences of 500 ids, batch 128).
 
-nnc's side is the shared training loop (nnc.train.Trainer, as the CLI runs it: shuffling, the
+nnc's side is the shared training loop (nnc.training.loop.Trainer, as the CLI runs it: shuffling, the
 per-step loss and metrics, the engine's Keras optimizer rules) without validation or files. The
 PyTorch side is what a user would write: bench/torch_twin.py's module, torch.optim (SGD with
 momentum, or RMSprop), nn.CrossEntropyLoss/BCEWithLogitsLoss, a DataLoader-free loop over
@@ -30,8 +30,8 @@ from bench_train import BATCH, make_data, spec_path  # noqa: E402
 
 def nnc_epochs(workload: str, epochs: int) -> list[float]:
     import nnc
-    from nnc.data import Dataset
-    from nnc.train import Trainer
+    from nnc.training.data import Dataset
+    from nnc.training.loop import Trainer
 
     model = nnc.load(str(spec_path(workload)))
     cfg = dataclasses.replace(model.train, epochs=epochs, batch_size=BATCH, validation_split=0.0,
@@ -55,7 +55,7 @@ def torch_epochs(workload: str, epochs: int) -> list[float]:
     from torch import nn
 
     import nnc
-    from nnc.weights import init_weights
+    from nnc.lang.weights import init_weights
     from torch_twin import torch_model
 
     model = nnc.load(str(spec_path(workload)))

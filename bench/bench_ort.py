@@ -61,9 +61,9 @@ def main() -> None:
     args = ap.parse_args()
     warnings.simplefilter("ignore")
 
-    from nnc import onnx_export as ox
-    from nnc.checker import check_file
-    from nnc.weights import init_weights
+    from nnc.lang.checker import check_file
+    from nnc.lang.weights import init_weights
+    from nnc.onnx import export as ox
     from torch_twin import example_input, export
 
     rows = []

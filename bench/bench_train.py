@@ -16,7 +16,7 @@ that travels between machines; the goal is at most 1.0.
 
 OPENBLAS_CORETYPE is removed from the subprocesses' environment (some images set it to an
 older core, which slows numpy's matrix products); everything else is as the shell has it.
-nnc trains as `nnc train` does, with subnormal floats flushed to zero (nnc.fpenv; run with
+nnc trains as `nnc train` does, with subnormal floats flushed to zero (nnc.engines.numpy.fpenv; run with
 NNC_SUBNORMALS=keep to measure IEEE subnormals); PyTorch runs with its defaults.
 
 Every row of the table in BENCHMARKS.md names its CPU (model and vendor, from /proc/cpuinfo) and
@@ -80,18 +80,18 @@ def nnc_trainer(workload: str):
     import numpy as np
 
     import nnc
-    from nnc.backend import Network, parallel
-    from nnc.model import OptimizerConfig
-    from nnc.weights import init_weights
+    from nnc.engines.numpy import Network, parallel
+    from nnc.lang.model import OptimizerConfig
+    from nnc.lang.weights import init_weights
 
     model = nnc.load(str(spec_path(workload)))
-    parallel.keep_freed_memory()  # as nnc.train's Trainer does for a training run
+    parallel.keep_freed_memory()  # as nnc.training.loop's Trainer does for a training run
     net = Network(model, init_weights(model, 0))
     cfg = model.train.optimizer if model.train else OptimizerConfig("rmsprop", 0.001)
     loss_name = model.train.loss if model.train else "binary_crossentropy"
     try:  # the project's own losses and optimizers, when present
-        from nnc.losses import loss_and_grad
-        from nnc.optim import make_optimizer
+        from nnc.training.losses import loss_and_grad
+        from nnc.training.optim import make_optimizer
 
         opt = make_optimizer(cfg)
         update = opt.step
@@ -188,12 +188,12 @@ def torch_trainer(workload: str):
 
 def flags(framework: str):
     """The floating-point flags each framework trains with: nnc's Trainer.fit flushes subnormals
-    to zero (nnc.fpenv, unless NNC_SUBNORMALS=keep); PyTorch keeps its defaults."""
+    to zero (nnc.engines.numpy.fpenv, unless NNC_SUBNORMALS=keep); PyTorch keeps its defaults."""
     from contextlib import nullcontext
 
     if framework != "nnc":
         return nullcontext()
-    from nnc import fpenv
+    from nnc.engines.numpy import fpenv
 
     return fpenv.flush_subnormals(blas_workers=True)
 

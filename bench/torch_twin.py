@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnc.model import Model
+from nnc.lang.model import Model
 
 _ACT = {"linear": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -121,7 +121,7 @@ def export(model: Model, weights: dict[str, np.ndarray], path: str, opset: int, 
 
 def main(argv: list[str]) -> None:
     """`python bench/torch_twin.py MODEL.pkl WEIGHTS.npz OUT.onnx OPSET legacy|dynamo`: the
-    torch side of bench_compile, as one process (the pickled Model needs only nnc.model)."""
+    torch side of bench_compile, as one process (the pickled Model needs only nnc.lang.model)."""
     import pickle
     import warnings
 

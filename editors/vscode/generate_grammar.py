@@ -1,7 +1,7 @@
 """Write syntaxes/nnspec.tmLanguage.json, the TextMate grammar of .nnspec, from nnc's own tables.
 
 The word lists (layer kinds, block words, train keys, dtypes, activations, losses, optimizers,
-metrics, schedules) come from nnc (nnc.kinds.KINDS, nnc.model.BLOCKS, nnc.checker), so that
+metrics, schedules) come from nnc (nnc.lang.kinds.KINDS, nnc.lang.model.BLOCKS, nnc.lang.checker), so that
 a kind added to nnc is highlighted once this script runs again; tests/ci/test_ci_vscode.py fails
 while the committed JSON differs from what this script writes.
 
@@ -35,9 +35,9 @@ def tables() -> dict[str, tuple[str, ...]]:
     src = HERE.parent.parent / "src"
     if str(src) not in sys.path:
         sys.path.insert(0, str(src))
-    from nnc import checker
-    from nnc.kinds import ACTIVATIONS, KINDS, PADDINGS
-    from nnc.model import BLOCKS
+    from nnc.lang import checker
+    from nnc.lang.kinds import ACTIVATIONS, KINDS, PADDINGS
+    from nnc.lang.model import BLOCKS
 
     return {
         "kinds": tuple(KINDS),

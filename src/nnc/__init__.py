@@ -13,10 +13,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checker import check_file as check, check_source
-from .diagnostics import CODES, Diagnostic, Span, render
-from .errors import SpecError, UserError
-from .model import CheckResult, InputSpec, Layer, Model, TrainConfig
+from nnc.lang.checker import check_file as check, check_source
+from nnc.lang.diagnostics import CODES, Diagnostic, Span, render
+from nnc.lang.errors import SpecError, UserError
+from nnc.lang.model import CheckResult, InputSpec, Layer, Model, TrainConfig
 
 
 def load(path: str) -> Model:
@@ -35,12 +35,12 @@ def loads(text: str, file: str = "<string>") -> Model:
     return result.model
 
 
-_API = ("fit", "evaluate", "predict", "History", "Callback")  # nnc.api, imported when first used (numpy)
+_API = ("fit", "evaluate", "predict", "History", "Callback")  # nnc.training.api, imported when first used (numpy)
 
 
 def __getattr__(name: str):
     if name in _API:
-        from . import api
+        from nnc.training import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'nnc' has no attribute {name!r}")

@@ -11,8 +11,8 @@ import signal
 import sys
 import threading
 
-from . import __version__
-from .errors import Reported, UserError
+from nnc import __version__
+from nnc.lang.errors import Reported, UserError
 
 COMMANDS = {
     "check": "check specs: syntax, shapes, parameter counts, expect lines",

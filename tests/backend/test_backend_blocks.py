@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "onnx"))
 from block_cases import BLOCK_SPECS, block_model  # noqa: E402
 from test_backend_gradients import check_gradients, make_inputs, make_weights  # noqa: E402
 
-from nnc.backend import Network  # noqa: E402
-from nnc.backend.kernels import MERGE_KERNELS  # noqa: E402
-from nnc.model import MERGES, Block  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
+from nnc.engines.numpy.kernels import MERGE_KERNELS  # noqa: E402
+from nnc.lang.model import MERGES, Block  # noqa: E402
 
 
 def _blocks(nodes):
@@ -30,7 +30,7 @@ def _blocks(nodes):
 
 def test_every_merge_kind_has_a_kernel():
     missing = sorted(set(MERGES) - set(MERGE_KERNELS))
-    assert not missing, f"merge kinds without a NumPy kernel (nnc.backend.kernels.MERGE_KERNELS): {missing}"
+    assert not missing, f"merge kinds without a NumPy kernel (nnc.engines.numpy.kernels.MERGE_KERNELS): {missing}"
 
 
 def test_block_cases_cover_every_merge_kind_residual_repeat_and_nesting():
@@ -121,7 +121,7 @@ def test_a_residual_block_adds_its_input():
     x = make_inputs(model, rng, n=2)
     zero = dict(w, **{k: np.zeros_like(v) for k, v in w.items() if k.startswith("conv2d_3.")})
     # with the body's last conv zero the block is the identity: the model is conv, relu, dense
-    from nnc.backend.kernels import Conv
+    from nnc.engines.numpy.kernels import Conv
 
     h = Conv(model.layers[0]).forward(x, {"kernel": w["conv2d_1.kernel"], "bias": w["conv2d_1.bias"]})[0]
     want = np.maximum(np.maximum(h, 0), 0).reshape(2, -1) @ w["dense_1.kernel"] + w["dense_1.bias"]
@@ -174,7 +174,7 @@ def test_dropout_in_each_branch_draws_its_own_mask():
     x = np.ones((400, 6))
     net.forward(x, training=True, rng=np.random.default_rng(1))
     # the add block's input h = 6 everywhere; branch 1: dense(dropout_0.5(h)); branch 2: dropout_0.25(h)
-    from nnc.backend.network import Join
+    from nnc.engines.numpy.network import Join
 
     join = next(op for op in net.steps if isinstance(op, Join))
     c = net._caches[0]
@@ -193,7 +193,7 @@ def test_no_kernel_writes_into_its_input_or_its_gradient():
     # a block hands the same array to several branches (its input forward, one dy backward for
     # add and residual): a kernel that wrote into either would corrupt a sibling branch, so every
     # kernel of every gradient case runs here on read-only arrays (numpy raises on a write)
-    from nnc.backend.network import Step
+    from nnc.engines.numpy.network import Step
     from test_backend_gradients import CASES, build
 
     for inp, body in CASES:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import nnc
-from nnc.backend import KERNELS, Network
-from nnc.kinds import ACTIVATIONS, KINDS
+from nnc.engines.numpy import KERNELS, Network
+from nnc.lang.kinds import ACTIVATIONS, KINDS
 
 FLOAT_IN = {
     "img": "input x: float32[7, 6, 2]",
@@ -257,7 +257,7 @@ def test_every_kind_has_a_gradient_case():
 
 def test_every_recurrent_option_has_a_gradient_case():
     # each recurrent kind with each option away from its default, and each merge
-    from nnc.kinds import RECURRENT_KINDS
+    from nnc.lang.kinds import RECURRENT_KINDS
 
     seen = set()
     for inp, body in CASES:
@@ -314,7 +314,7 @@ def test_float32_weights_compute_in_float32():
 def test_default_recurrent_activations_run_on_the_fast_cores():
     # tanh/sigmoid LSTMs and GRUs keep their fused cores, with an input dropout mask in front; the
     # general cores take other activations and recurrent dropout (one mask per gate)
-    from nnc.backend.kernels import _GruFast, _LstmFast
+    from nnc.engines.numpy.kernels import _GruFast, _LstmFast
 
     rng = np.random.default_rng(0)
     for body, fast in [("lstm 3", True), ("gru 3 dropout=0.2 bidirectional=true", True),
@@ -375,7 +375,7 @@ def test_erf_is_accurate_to_float64():
     # exact gelu needs erf, which numpy lacks: against math.erf (within an ulp), both dtypes
     import math
 
-    from nnc.backend.kernels import erf
+    from nnc.engines.numpy.kernels import erf
 
     x = np.concatenate([np.linspace(-8, 8, 4001), [0.0, -0.0, 1e-300, -1e-12, 5.99, 6.0, 40.0, -np.inf, np.inf]])
     ref = np.array([math.erf(v) for v in x])
@@ -448,7 +448,7 @@ def test_batch_chunks_in_threads_give_the_whole_batch_results(inp, body):
 def test_regularization_penalty_and_gradient():
     # l1 * sum|w| + l2 * sum(w^2) over the weights each kind's regularized() names; its
     # gradient against central differences
-    from nnc.train import regularization
+    from nnc.training.losses import regularization
 
     model = build("mat", "dense 3 l1=0.1 l2=0.2\nattention heads=2 key_dim=2 l2=0.3\nlayernorm\ndense 2")
     rng = np.random.default_rng(4)

@@ -1,4 +1,4 @@
-"""Keras parity of the NumPy kernels of nnc.backend.kernels_conv and of conv's dilation, groups
+"""Keras parity of the NumPy kernels of nnc.engines.numpy.kernels_conv and of conv's dilation, groups
 and causal padding: each case is one layer whose Keras 3 twin (backend torch) gets the same
 Keras-layout weights, set variable by variable by name; the outputs must agree within 1e-5
 (relative to each value, with a floor of 1e-5 times the output's scale).
@@ -19,7 +19,7 @@ pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 import nnc  # noqa: E402
-from nnc.backend import Network  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
 
 # keras.ops.convert_to_numpy warns about numpy 2's copy keyword: noise from Keras, not about nnc
 pytestmark = [pytest.mark.reference, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

@@ -18,13 +18,13 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 import nnc  # noqa: E402
-from nnc.backend import Network  # noqa: E402
-from nnc.backend.kernels import activate  # noqa: E402
-from nnc.checker import check_source  # noqa: E402
-from nnc.data import Dataset  # noqa: E402
-from nnc.kinds import ACTIVATIONS  # noqa: E402
-from nnc.model import OptimizerConfig, TrainConfig  # noqa: E402
-from nnc.train import Trainer  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
+from nnc.engines.numpy.kernels import activate  # noqa: E402
+from nnc.lang.checker import check_source  # noqa: E402
+from nnc.lang.kinds import ACTIVATIONS  # noqa: E402
+from nnc.lang.model import OptimizerConfig, TrainConfig  # noqa: E402
+from nnc.training.data import Dataset  # noqa: E402
+from nnc.training.loop import Trainer  # noqa: E402
 
 if keras.backend.backend() != "torch":  # pragma: no cover - another test chose the backend first
     pytest.skip("these references run on Keras's torch backend", allow_module_level=True)
@@ -299,7 +299,7 @@ def test_initial_weights_follow_keras_initializers():
     # constants exactly (gamma and moving_variance ones; beta, moving_mean, biases, prelu's alpha
     # zeros); glorot_uniform's limit from Keras's fans (EinsumDense counts its einsum's input and
     # output axes): the largest |w| of a few thousand draws is within 3% of the limit
-    from nnc.weights import init_weights
+    from nnc.lang.weights import init_weights
 
     spec = ("model init\ninput x: float32[16, 32]\nbatchnorm\nlayernorm\nprelu\n"
             "attention heads=4 key_dim=16 value_dim=8\nposition_embedding max_length=40\n")

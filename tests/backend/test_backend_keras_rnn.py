@@ -20,8 +20,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 keras = pytest.importorskip("keras")
 
 import nnc  # noqa: E402
-from nnc.backend import Network  # noqa: E402
-from nnc.kinds import ACTIVATIONS  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
+from nnc.lang.kinds import ACTIVATIONS  # noqa: E402
 
 if keras.backend.backend() != "torch":  # pragma: no cover - another test chose the backend first
     pytest.skip("these references run on Keras's torch backend", allow_module_level=True)
@@ -274,7 +274,7 @@ def test_bidirectional_go_backwards_is_refused_as_keras_refuses_it(kind):
     # backwards already, both copies would, and Keras refuses the pair
     with pytest.raises(ValueError, match="go_backwards"):
         L.Bidirectional(keras_recurrent(build(f"{kind} 2 go_backwards=true").layers[0]))
-    from nnc.checker import check_source
+    from nnc.lang.checker import check_source
 
     r = check_source(f"model m\ninput x: float32[5, 3]\n{kind} 2 bidirectional=true go_backwards=true\n")
     assert not r.ok

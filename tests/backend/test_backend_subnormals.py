@@ -1,4 +1,4 @@
-"""Flush-to-zero and denormals-are-zero (nnc.fpenv): set in the threads that compute while nnc
+"""Flush-to-zero and denormals-are-zero (nnc.engines.numpy.fpenv): set in the threads that compute while nnc
 trains or infers, the caller's MXCSR back afterwards, NNC_SUBNORMALS=keep to keep IEEE
 subnormals, and onnxruntime sessions made by nnc likewise. Whether a product flushed is read
 off its result: 1e-20 * 1e-20 = 1e-40 is subnormal in float32 (the smallest normal is 1.2e-38)."""
@@ -6,10 +6,10 @@ off its result: 1e-20 * 1e-20 = 1e-40 is subnormal in float32 (the smallest norm
 import numpy as np
 import pytest
 
-from nnc import fpenv
-from nnc.backend import Network, parallel
-from nnc.checker import check_source
-from nnc.weights import init_weights
+from nnc.engines.numpy import fpenv
+from nnc.engines.numpy import Network, parallel
+from nnc.lang.checker import check_source
+from nnc.lang.weights import init_weights
 
 pytestmark = pytest.mark.skipif(not fpenv.available(), reason=f"MXCSR cannot be set here: {fpenv.why_unavailable}")
 
@@ -124,7 +124,7 @@ def _mul_model(path):
 @pytest.mark.parametrize("switch", ["flush", "keep"])
 def test_onnxruntime_sessions_follow_the_switch(tmp_path, monkeypatch, switch):
     pytest.importorskip("onnxruntime")
-    from nnc.runtime import Runner
+    from nnc.onnx.runtime import Runner
 
     if switch == "keep":
         monkeypatch.setenv(fpenv.ENV, "keep")

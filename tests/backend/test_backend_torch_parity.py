@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import nnc
-from nnc.backend import Network
-from nnc.kinds import same_pads
-from nnc.weights import init_weights
+from nnc.engines.numpy import Network
+from nnc.lang.kinds import same_pads
+from nnc.lang.weights import init_weights
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -46,7 +46,7 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_spec(tmp_path):
 
 
 def test_attention_on_an_image_names_the_reshape_to_write():
-    from nnc.checker import check_source as _check
+    from nnc.lang.checker import check_source as _check
 
     r = _check("model m\ninput x: float32[8, 6, 3]\nattention heads=2 key_dim=4\n")
     (d,) = r.errors

@@ -10,9 +10,9 @@ import json
 import pytest
 
 from nnc import check_source
-from nnc.model import Block, Layer
-from nnc.parser import BlockStmt, LayerStmt, parse
-from nnc.summary import to_json, to_text
+from nnc.lang.model import Block, Layer
+from nnc.lang.parser import BlockStmt, LayerStmt, parse
+from nnc.tools.summary import to_json, to_text
 
 HEAD = "model m\ninput x: float32[16, 16, 8]\n"
 
@@ -356,7 +356,7 @@ def test_keras_functional_twin_has_the_same_shapes_and_counts(text):
 
 
 def test_block_diagnostics_in_the_json_and_sarif_reports():
-    from nnc.report import format_results
+    from nnc.tools.report import format_results
 
     r = check_source(HEAD + "add {\n  branch { }\n  branch { conv2d 4 kernel=3 }\n}\n", "b.nnspec")
     (d,) = json.loads(format_results([r], "json"))

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nnc import check_source, render
-from nnc.kinds import KINDS
-from nnc.summary import to_json, to_text
+from nnc.lang.kinds import KINDS
+from nnc.tools.summary import to_json, to_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = sorted({p.read_text() for d in ("tests/data/contract", "specs") for p in (ROOT / d).glob("*.nnspec")})
@@ -144,7 +144,7 @@ def test_arbitrary_text(text):
 @given(st.sampled_from(SEEDS), st.integers(0, 40), st.sampled_from(["$", "dense 8 =", "train {", "}", "expect =", "[,"]))
 def test_many_broken_lines_stop_at_the_error_limit(text, n, junk):
     """A junk line after every line: one error a line, at most MAX_SYNTAX_ERRORS of them."""
-    from nnc.parser import MAX_SYNTAX_ERRORS
+    from nnc.lang.parser import MAX_SYNTAX_ERRORS
 
     lines = text.split("\n")
     broken = "\n".join(line + "\n" + junk if i < n else line for i, line in enumerate(lines))
@@ -186,8 +186,8 @@ def block_soup(draw) -> str:
 def test_random_blocks_end_in_diagnostics_or_a_clean_pass(text):
     """Blocks nested at random, braces added and dropped: diagnostics or a model, never an
     exception; and what formats, formats idempotently."""
-    from nnc.fmt import format_source
-    from nnc.graph import to_dot
+    from nnc.lang.fmt import format_source
+    from nnc.tools.graph import to_dot
 
     assert_well_formed(text)
     result = check_source(text)

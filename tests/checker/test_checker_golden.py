@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nnc import check_source, render
-from nnc.diagnostics import CODES, Diagnostic, Span, caret_line
+from nnc.lang.diagnostics import CODES, Diagnostic, Span, caret_line
 
 GOLDEN = Path(__file__).parent / "golden"
 SPECS = sorted(GOLDEN.glob("*.nnspec"))

@@ -18,10 +18,18 @@ import pytest
 from test_checker_keras_table import CASES, spec
 
 from nnc import check_source
-from nnc.keras_names import (KERAS_ACTIVATIONS_NOT_IN_NNC, KERAS_LAYERS_NOT_IN_NNC, KERAS_LOSSES_NOT_IN_NNC,
-                             KERAS_OPTIMIZERS_NOT_IN_NNC, KERAS_OPTIONS_NOT_IN_NNC, KERAS_TO_KIND, _signature, translate)
-from nnc.kinds import ACTIVATIONS, KINDS, is_activation_kind
-from nnc.parser import BLOCK_WORDS
+from nnc.lang.keras_names import (
+    KERAS_ACTIVATIONS_NOT_IN_NNC,
+    KERAS_LAYERS_NOT_IN_NNC,
+    KERAS_LOSSES_NOT_IN_NNC,
+    KERAS_OPTIMIZERS_NOT_IN_NNC,
+    KERAS_OPTIONS_NOT_IN_NNC,
+    KERAS_TO_KIND,
+    _signature,
+    translate,
+)
+from nnc.lang.kinds import ACTIVATIONS, KINDS, is_activation_kind
+from nnc.lang.parser import BLOCK_WORDS
 
 
 def codes(text: str) -> list[tuple[int, str]]:

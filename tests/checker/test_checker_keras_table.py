@@ -747,7 +747,7 @@ def test_nnc_refuses_what_keras_refuses(case):
 
 def test_table_covers_every_kind_and_option():
     """A kind, option, alias, activation or choice with no Keras-checked case is a hole in the table."""
-    from nnc.kinds import ACTIVATIONS, KINDS
+    from nnc.lang.kinds import ACTIVATIONS, KINDS
 
     text = " ; ".join(c.nnc for c in CASES)
     words = set(re.findall(r"[A-Za-z_0-9]+", text))

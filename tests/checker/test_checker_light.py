@@ -70,7 +70,7 @@ def test_nnc_check_of_contract_specs_imports_neither_numpy_nor_onnx():
         with contextlib.redirect_stdout(io.StringIO()):
             code = main(["check", *{files!r}])
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("numpy", "onnx", "onnxruntime", "torch", "keras"))
-        heavy += [m for m in ("nnc.keras_names",) if m in sys.modules]  # the tables that explain mistakes
+        heavy += [m for m in ("nnc.lang.keras_names",) if m in sys.modules]  # the tables that explain mistakes
         print(json.dumps({{"code": code, "heavy": heavy}}))
     """)
     assert out == {"code": 0, "heavy": []}
@@ -82,14 +82,14 @@ def test_grammar_tables_ship_current_and_are_what_lark_builds(tmp_path, monkeypa
     import hashlib
     import json
 
-    import nnc.parser as p
+    import nnc.lang.parser as p
     from lark import Lark
 
     text = p._grammar_text()
     with open(p._grammar_path(p.TABLES_FILE), encoding="utf-8") as f:
         tables = json.load(f)
     assert tables["grammar_sha256"] == hashlib.sha256(text.encode()).hexdigest(), \
-        "grammar/nnspec.tables.json is stale: run python -c 'from nnc.parser import write_tables; write_tables()'"
+        "grammar/nnspec.tables.json is stale: run python -c 'from nnc.lang.parser import write_tables; write_tables()'"
     # nothing under the user's cache dir is read: a planted file there changes nothing
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "nnc").mkdir()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from nnc import check
-from nnc.kinds import ACTIVATIONS
-from nnc.model import Block, Layer, Model
+from nnc.lang.kinds import ACTIVATIONS
+from nnc.lang.model import Block, Layer, Model
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.nnspec"))

@@ -66,7 +66,7 @@ def parse_github(out: str) -> list[dict]:
 
 
 def meaning(text: str):
-    from nnc.checker import check_source
+    from nnc.lang.checker import check_source
 
     """What a spec means, positions left out: the checked model and the diagnostics' codes."""
     r = check_source(text, "spec.nnspec")
@@ -79,13 +79,13 @@ def meaning(text: str):
 
 
 def comments(text: str) -> list[str]:
-    from nnc.fmt import split_comment
+    from nnc.lang.fmt import split_comment
 
     return [c for c in (split_comment(line)[1] for line in text.splitlines()) if c]
 
 
 def assert_formats_well(text: str) -> str:
-    from nnc.fmt import format_source
+    from nnc.lang.fmt import format_source
 
     out, errors = format_source(text)
     assert errors == [] and out is not None

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ci_helpers import CASES, GOLDEN, assert_formats_well, repo_specs, run_nnc
-from nnc.checker import check_source
-from nnc.fmt import format_source, split_comment
+from nnc.lang.checker import check_source
+from nnc.lang.fmt import format_source, split_comment
 
 
 SPECS = [p for p in repo_specs()] + [CASES / n for n in sorted(GOLDEN) if n != "syntax.nnspec"]

@@ -46,7 +46,7 @@ def test_json_end_positions_cover_the_offending_text(capsys, in_cases):
 
 
 def test_github_escapes_by_githubs_rules():
-    from nnc.report import github_escape_data, github_escape_property
+    from nnc.tools.report import github_escape_data, github_escape_property
 
     assert github_escape_data("100% sure\r\nnext") == "100%25 sure%0D%0Anext"
     assert github_escape_property("a:b,c%d\n") == "a%3Ab%2Cc%25d%0A"

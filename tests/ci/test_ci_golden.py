@@ -48,8 +48,8 @@ def test_every_format_locates_every_golden_diagnostic(capsys, monkeypatch, path)
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
 def test_fmt_keeps_the_meaning_of_each_golden_case(path):
-    from nnc.fmt import format_source
-    from nnc.parser import parse
+    from nnc.lang.fmt import format_source
+    from nnc.lang.parser import parse
 
     text = path.read_text(encoding="utf-8")
     if parse(text).syntax_errors:

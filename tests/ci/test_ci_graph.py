@@ -45,7 +45,7 @@ def test_every_spec_renders_to_png(capsys, tmp_path, path):
 def test_the_convnet_boxes_say_what_keras_says(tmp_path):
     """Per-layer shapes and counts of the lecture's convnet, as Keras's model.summary() prints them."""
     from nnc import load
-    from nnc.graph import boxes, to_dot
+    from nnc.tools.graph import boxes, to_dot
 
     model = load(str(REPO / "tests" / "data" / "contract" / "mnist_convnet.nnspec"))
     got = [(b["title"], b["options"], b["shape"], b["params"]) for b in boxes(model)]
@@ -67,7 +67,7 @@ def test_the_convnet_boxes_say_what_keras_says(tmp_path):
 
 def test_key_options_in_words():
     from nnc import loads
-    from nnc.graph import key_options
+    from nnc.tools.graph import key_options
 
     m = loads("model m\ninput x: float32[16, 16, 3]\nconv2d 8 kernel=3x5 stride=2 padding=same use_bias=false\n"
               "maxpool2d 3 stride=1\nflatten\ndropout 0.5\ndense 1 activation=sigmoid\n")
@@ -83,7 +83,7 @@ def test_key_options_of_the_newer_kinds():
     # the options of the newer kinds were left out of the diagram (a bidirectional GRU read as a
     # plain one, a dilated causal conv as a plain conv, a separable conv had no words at all)
     from nnc import loads
-    from nnc.graph import key_options
+    from nnc.tools.graph import key_options
 
     m = loads("model m\ninput x: float32[12, 4]\nconv1d 4 kernel=3 padding=causal dilation=2 groups=2\n"
               "separable_conv1d 6 kernel=3 depth_multiplier=2\ndepthwise_conv1d kernel=2\n"
@@ -110,7 +110,7 @@ def test_svg_and_dot_outputs(capsys, tmp_path):
 
 def test_same_spec_same_bytes(tmp_path):
     from nnc import load
-    from nnc.graph import render
+    from nnc.tools.graph import render
 
     model = load(str(REPO / "tests" / "data" / "contract" / "lenet_c1.nnspec"))
     for fmt in ("svg", "png"):
@@ -153,7 +153,7 @@ BLOCKS = (
 
 def test_branches_are_drawn_side_by_side_and_joined_by_their_merge(tmp_path):
     from nnc import check_source
-    from nnc.graph import render, tree_layout
+    from nnc.tools.graph import render, tree_layout
 
     model = check_source(BLOCKS).model
     lay = tree_layout(model)
@@ -179,7 +179,7 @@ def test_branches_are_drawn_side_by_side_and_joined_by_their_merge(tmp_path):
 
 def test_blocks_in_dot_are_clusters_with_a_merge_node():
     from nnc import check_source
-    from nnc.graph import to_dot
+    from nnc.tools.graph import to_dot
 
     dot = to_dot(check_source(BLOCKS).model)
     assert 'subgraph "cluster_residual_1"' in dot and 'subgraph "cluster_stage"' in dot

@@ -94,7 +94,7 @@ def test_summary_and_compile_of_dims_beyond_a_float(tmp_path, capsys):
 
 
 def test_human_bytes_small_values_unchanged():
-    from nnc.summary import human_bytes
+    from nnc.tools.summary import human_bytes
 
     assert [human_bytes(n) for n in (0, 1023, 1280, 3 * 1024**2, 5 * 1024**5)] == \
         ["0 B", "1,023 B", f"{1280 / 1024:,.1f} KiB", "3.0 MiB", f"{5 * 1024:,.1f} TiB"]

@@ -1,4 +1,4 @@
-"""The output policy every writing command shares (nnc.weights.atomic_open): nothing but the
+"""The output policy every writing command shares (nnc.lang.weights.atomic_open): nothing but the
 named file changes, symlinks and hard links survive, devices and pipes are written in place,
 inputs are never overwritten, and a place that cannot be written is a clear error (exit 2)."""
 
@@ -115,9 +115,9 @@ def test_fmt_accepts_a_byte_order_mark_as_check_does(tmp_path):
 
 def test_diagnostics_split_the_source_once_per_file():
     """Rendering was quadratic in the number of errors (each diagnostic re-split the source)."""
-    from nnc.checker import check_source
-    from nnc.diagnostics import render, source_lines
-    from nnc.report import sarif_log
+    from nnc.lang.checker import check_source
+    from nnc.lang.diagnostics import render, source_lines
+    from nnc.tools.report import sarif_log
 
     text = "model m\ninput x: float32[3]\n" + "dense 0\n" * 2000
     r = check_source(text, "many.nnspec")

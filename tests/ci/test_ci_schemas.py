@@ -1,4 +1,4 @@
-"""The JSON contracts (nnc.schemas, `nnc schema NAME`): every JSON nnc writes carries a schema_version
+"""The JSON contracts (nnc.tools.schemas, `nnc schema NAME`): every JSON nnc writes carries a schema_version
 and validates, with jsonschema (an implementation independent of pydantic), against the schema that
 `nnc schema` prints; real outputs of nnc commands on the repository's specs, not hand-made samples.
 The schemas are not vacuous (broken documents are rejected), and `nnc check` in text form never
@@ -70,7 +70,7 @@ def assert_valid(v, doc, what=""):
 
 def test_every_name_prints_a_valid_json_schema(capsys):
     from nnc.commands.schema import NAMES as command_names
-    from nnc.schemas import SCHEMAS
+    from nnc.tools.schemas import SCHEMAS
 
     assert tuple(SCHEMAS) == command_names == NAMES
     for name in NAMES:
@@ -83,8 +83,8 @@ def test_every_name_prints_a_valid_json_schema(capsys):
 
 def test_summary_json_of_every_repo_spec_validates(capsys):
     v = validator(capsys, "summary")
-    from nnc.checker import check_file
-    from nnc.schemas import validate
+    from nnc.lang.checker import check_file
+    from nnc.tools.schemas import validate
 
     checked = 0
     for spec in repo_specs():
@@ -107,7 +107,7 @@ def test_summary_json_of_every_repo_spec_validates(capsys):
 
 def test_check_json_report_validates_with_errors_warnings_and_budget(capsys, in_cases):
     v = validator(capsys, "check")
-    from nnc.schemas import validate
+    from nnc.tools.schemas import validate
 
     names = sorted(p.name for p in CASES.glob("*.nnspec"))
     _, out, _ = run_nnc(capsys, "check", "--format", "json", *names)
@@ -161,8 +161,8 @@ def run_dir(tmp_path, capsys):
 
 
 def test_history_and_run_state_validate_and_resume_still_reads_them(capsys, run_dir):
-    from nnc.schemas import validate
-    from nnc.train import read_state
+    from nnc.tools.schemas import validate
+    from nnc.training.loop import read_state
 
     hv, sv = validator(capsys, "history"), validator(capsys, "state")
     history = json.loads((run_dir / "history.json").read_text())
@@ -188,7 +188,7 @@ def test_history_and_run_state_validate_and_resume_still_reads_them(capsys, run_
 
 
 def test_eval_json_validates(capsys, run_dir):
-    from nnc.schemas import validate
+    from nnc.tools.schemas import validate
 
     v = validator(capsys, "eval")
     spec, data = run_dir.parent / "tiny.nnspec", run_dir.parent / "d.npz"
@@ -204,10 +204,10 @@ def test_eval_json_validates(capsys, run_dir):
 
 def test_onnx_metadata_validates_inline_and_with_external_data(capsys, tmp_path):
     onnx = pytest.importorskip("onnx")
-    from nnc import onnx_export as ox
-    from nnc.checker import check_file
-    from nnc.schemas import validate
-    from nnc.weights import init_weights
+    from nnc.lang.checker import check_file
+    from nnc.lang.weights import init_weights
+    from nnc.onnx import export as ox
+    from nnc.tools.schemas import validate
 
     v = validator(capsys, "onnx-metadata")
     props = v.schema["properties"]

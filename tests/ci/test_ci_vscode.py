@@ -1,7 +1,7 @@
 """The VS Code extension's TextMate grammar (editors/vscode/syntaxes/nnspec.tmLanguage.json).
 
 Always (no npm needed): the committed grammar is what editors/vscode/generate_grammar.py writes
-from nnc's tables (so a kind added to nnc.kinds.KINDS fails here until the grammar is
+from nnc's tables (so a kind added to nnc.lang.kinds.KINDS fails here until the grammar is
 regenerated); every kind and block word is highlighted as one; every spec of the repository
 tokenizes with no unknown word; and the assertions of editors/vscode/test/*.nnspec (the
 vscode-tmgrammar-test format) hold, checked by a small TextMate tokenizer written here with
@@ -167,7 +167,7 @@ def test_committed_grammar_is_the_generated_one():
 
 
 def test_a_kind_added_to_nnc_is_missing_until_the_grammar_is_regenerated(monkeypatch):
-    from nnc import kinds
+    from nnc.lang import kinds
 
     monkeypatch.setitem(kinds.KINDS, "fancy2d", kinds.KINDS["dense"])
     regenerated = json.loads(generator().render())
@@ -179,8 +179,8 @@ def test_a_kind_added_to_nnc_is_missing_until_the_grammar_is_regenerated(monkeyp
 
 
 def test_every_kind_and_block_word_is_highlighted_as_one():
-    from nnc.kinds import KINDS
-    from nnc.model import BLOCKS
+    from nnc.lang.kinds import KINDS
+    from nnc.lang.model import BLOCKS
 
     g = load_grammar()
     kinds_rx = re.compile(g["repository"]["layer"]["match"])

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "onnx"))
 from block_cases import spec_text  # noqa: E402
 from onnx_cases import OPTION_SPECS  # noqa: E402
 
-from nnc.backend.network import Network  # noqa: E402
-from nnc.checker import check_file, check_source  # noqa: E402
 from nnc.cli import main as nnc  # noqa: E402
-from nnc.keras_io import keras_auto_names  # noqa: E402
-from nnc.model import Block  # noqa: E402
+from nnc.engines.numpy.network import Network  # noqa: E402
+from nnc.lang.checker import check_file, check_source  # noqa: E402
+from nnc.lang.model import Block  # noqa: E402
+from nnc.tools.keras_io import keras_auto_names  # noqa: E402
 
 pytestmark = [pytest.mark.reference, pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -292,7 +292,7 @@ def test_lambda_bytecode_is_reported_never_run(tmp_path, capsys):
 
 
 def test_hostile_files_are_refused(tmp_path, capsys, monkeypatch):
-    import nnc.keras_io as kio
+    import nnc.tools.keras_io as kio
 
     (tmp_path / "plain.keras").write_text("not a zip at all")
     assert nnc(["import", str(tmp_path / "plain.keras"), "-o", str(tmp_path / "a.nnspec")]) == 1
@@ -397,7 +397,7 @@ def test_export_refuses_gelu_tanh(tmp_path, capsys):
 
 
 def test_checked_source_of_an_import_formats_stably(tmp_path):
-    from nnc.fmt import format_source
+    from nnc.lang.fmt import format_source
 
     km = _keras_models()[2]
     km.save(str(tmp_path / "t.keras"))

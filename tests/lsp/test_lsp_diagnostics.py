@@ -10,7 +10,7 @@ import pytest
 from lsprotocol import types as T
 
 from lsp_helpers import CONVNET, change, next_diagnostics, open_doc, position, server_errors, server_fixture
-from nnc.checker import check_source
+from nnc.lang.checker import check_source
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 client = server_fixture()

@@ -9,9 +9,9 @@ from lsprotocol import types as T
 from pygls.exceptions import JsonRpcException
 
 from lsp_helpers import CONVNET, apply_edits, open_doc, position, server_errors, server_fixture
-from nnc.checker import check_source
-from nnc.fmt import format_source
-from nnc.kinds import ACTIVATIONS, fmt_shape
+from nnc.lang.checker import check_source
+from nnc.lang.fmt import format_source
+from nnc.lang.kinds import ACTIVATIONS, fmt_shape
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 client = server_fixture()
@@ -105,7 +105,7 @@ async def test_inlay_hints_and_their_setting(client):
 
 
 async def test_inlay_setting_shapes():
-    from nnc.lsp import _setting
+    from nnc.tools.lsp import _setting
 
     assert _setting({"nnc": {"inlayHints": False}}) is False
     assert _setting({"inlayHints": True}) is True

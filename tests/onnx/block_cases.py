@@ -4,8 +4,8 @@ tests/onnx and tests/train, written in the language's own syntax and checked by 
 
 from __future__ import annotations
 
-from nnc.checker import check_source
-from nnc.model import Block, Model
+from nnc.lang.checker import check_source
+from nnc.lang.model import Block, Model
 
 # name: (input, body). Each merge kind, residual, repeat, nesting (blocks inside branches of
 # other blocks), a tensor read by several branches, concat on other axes.

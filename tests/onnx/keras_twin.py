@@ -11,8 +11,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from nnc.kinds import ACTIVATIONS  # noqa: E402
-from nnc.model import Block, Layer, Model  # noqa: E402
+from nnc.lang.kinds import ACTIVATIONS  # noqa: E402
+from nnc.lang.model import Block, Layer, Model  # noqa: E402
 
 
 def keras_activation(name: str):

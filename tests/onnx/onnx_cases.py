@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnc.checker import check_file, check_source
-from nnc.model import Model
+from nnc.lang.checker import check_file, check_source
+from nnc.lang.model import Model
 
 from more_cases import MORE_SPECS
 

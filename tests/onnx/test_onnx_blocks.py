@@ -9,9 +9,9 @@ import onnx
 import pytest
 from onnx import shape_inference
 
-from nnc import onnx_export as ox
-from nnc.backend import Network
-from nnc.model import MERGES, Block
+from nnc.engines.numpy import Network
+from nnc.lang.model import MERGES, Block
+from nnc.onnx import export as ox
 
 from block_cases import BLOCK_SPECS, block_model
 from onnx_cases import assert_close, ort_run, random_input, random_weights
@@ -36,7 +36,7 @@ def _dims(t: onnx.TypeProto) -> list:
 
 def test_every_merge_kind_has_a_join():
     missing = [m for m in MERGES if not callable(getattr(ox, f"join_{m}", None))]
-    assert not missing, f"nnc.onnx_export lacks join_{', join_'.join(missing)}"
+    assert not missing, f"nnc.onnx.export lacks join_{', join_'.join(missing)}"
     assert set(JOIN_OPS) == set(MERGES)
 
 

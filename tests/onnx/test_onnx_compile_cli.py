@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from nnc.cli import main
-from nnc.weights import init_weights, save_checkpoint
+from nnc.lang.weights import init_weights, save_checkpoint
 
 from onnx_cases import CONTRACT, contract_model, ort_run, random_input, random_weights
 

@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import numpy_helper, shape_inference
 
-from nnc import onnx_export as ox
-from nnc.kinds import DROPOUT_KINDS, KINDS
-from nnc.weights import init_weights
+from nnc.lang.kinds import DROPOUT_KINDS, KINDS
+from nnc.lang.weights import init_weights
+from nnc.onnx import export as ox
 
 from onnx_cases import CONTRACT, CONTRACT_IDS, OPTION_SPECS, contract_model, option_model, ort_run, random_input, random_weights
 
@@ -25,7 +25,7 @@ def _model(name, path):
 
 def test_every_kind_has_a_lowering():
     missing = [k for k in KINDS if not callable(getattr(ox, f"lower_{k}", None))]
-    assert not missing, f"nnc.onnx_export lacks lower_{', lower_'.join(missing)}"
+    assert not missing, f"nnc.onnx.export lacks lower_{', lower_'.join(missing)}"
 
 
 def test_option_specs_cover_every_kind():
@@ -227,7 +227,7 @@ def test_weights_are_keras_layouts_moved_to_onnx():
                                   "input t: int64[5] vocab=7"])
 def test_models_that_compute_the_identity(text):
     # no layers, or only dropout (the identity at inference): still a valid graph with an output
-    from nnc.checker import check_source
+    from nnc.lang.checker import check_source
 
     model = check_source("model a\n" + text + "\n").model
     m = ox.to_onnx(model, {})

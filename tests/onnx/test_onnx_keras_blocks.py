@@ -19,9 +19,9 @@ os.environ["KERAS_BACKEND"] = "torch"
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
-from nnc import onnx_export as ox  # noqa: E402
-from nnc.backend import Network  # noqa: E402
-from nnc.model import MERGES, Block  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
+from nnc.lang.model import MERGES, Block  # noqa: E402
+from nnc.onnx import export as ox  # noqa: E402
 
 from block_cases import BLOCK_SPECS, block_model  # noqa: E402
 from keras_twin import keras_model, keras_predict  # noqa: E402
@@ -105,7 +105,7 @@ def test_digits_resnet_expect_lines_are_keras_numbers():
     import re
     from pathlib import Path
 
-    from nnc.weights import init_weights
+    from nnc.lang.weights import init_weights
 
     text = (Path(__file__).resolve().parent.parent.parent / "specs" / "digits_resnet.nnspec").read_text()
     model = block_model(text)
@@ -121,7 +121,7 @@ BLOCK_SPEC_FILES = ["cifar10_resnet", "inception_blocks", "unet_segmentation", "
 
 
 def _spec(name):
-    from nnc.checker import check_file
+    from nnc.lang.checker import check_file
 
     r = check_file(str(SPEC_DIR / f"{name}.nnspec"))
     assert r.diagnostics == [], [d.message for d in r.diagnostics]
@@ -137,7 +137,7 @@ def _spec_weights(model, seed):
     """Keras's initial weights (glorot, so a deep net's outputs keep their scale and its softmax is
     not saturated), with random biases, betas, gammas and moving statistics, which Keras starts at
     0 or 1 and which must not hide a mix-up."""
-    from nnc.weights import init_weights
+    from nnc.lang.weights import init_weights
 
     rng = np.random.default_rng(seed)
     w = init_weights(model, seed)

@@ -16,8 +16,8 @@ os.environ["KERAS_BACKEND"] = "torch"
 pytest.importorskip("torch")
 pytest.importorskip("keras")
 
-from nnc import onnx_export as ox  # noqa: E402
-from nnc.checker import check_source  # noqa: E402
+from nnc.lang.checker import check_source  # noqa: E402
+from nnc.onnx import export as ox  # noqa: E402
 
 from keras_twin import keras_predict  # noqa: E402
 from onnx_cases import assert_close, ort_run, random_input, random_weights  # noqa: E402

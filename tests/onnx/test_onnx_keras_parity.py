@@ -13,7 +13,7 @@ os.environ["KERAS_BACKEND"] = "torch"
 pytest.importorskip("torch")
 pytest.importorskip("keras")
 
-from nnc import onnx_export as ox  # noqa: E402
+from nnc.onnx import export as ox  # noqa: E402
 
 from keras_twin import keras_predict  # noqa: E402
 from onnx_cases import (CONTRACT, CONTRACT_IDS, OPTION_SPECS, assert_close, contract_model, option_model,  # noqa: E402
@@ -41,7 +41,7 @@ def test_layer_option_matches_keras(name):
 
 def test_keras_initialization_compiles_to_keras_outputs():
     # `nnc compile` without --weights: the initial weights are valid Keras weights too
-    from nnc.weights import init_weights
+    from nnc.lang.weights import init_weights
 
     model = contract_model(next(p for p in CONTRACT if p.stem == "imdb_lstm"))
     w = init_weights(model, 0)

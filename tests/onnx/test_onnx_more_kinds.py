@@ -12,10 +12,10 @@ import onnx
 import pytest
 from onnx import shape_inference
 
-from nnc import onnx_export as ox
-from nnc.backend import Network
-from nnc.checker import check_source
-from nnc.kinds import DROPOUT_KINDS
+from nnc.engines.numpy import Network
+from nnc.lang.checker import check_source
+from nnc.lang.kinds import DROPOUT_KINDS
+from nnc.onnx import export as ox
 
 from more_cases import MORE_SPECS
 from onnx_cases import assert_close, option_model, random_input, random_weights

@@ -6,19 +6,19 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from nnc import onnx_export as ox
-from nnc.errors import UserError
+from nnc.lang.errors import UserError
+from nnc.onnx import export as ox
 
 from onnx_cases import CONTRACT, assert_close, contract_model, option_model, ort_run, random_input, random_weights
 
-from nnc.backend import Network  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
 import numpy as np  # noqa: E402
 
 RECURRENT = "input x: float32[6, 3]\nrnn 4 return_sequences=true\nlstm 4 return_sequences=true\ngru 4 return_sequences=true\nglobalavgpool"
 
 
 def _models():
-    from nnc.checker import check_source
+    from nnc.lang.checker import check_source
 
     conv = contract_model(next(p for p in CONTRACT if p.stem == "mnist_convnet"))
     rec = check_source("model recurrent\n" + RECURRENT + "\n").model

@@ -1,4 +1,4 @@
-"""onnxruntime's output against nnc's plain NumPy forward pass (nnc.backend, run in float64),
+"""onnxruntime's output against nnc's plain NumPy forward pass (nnc.engines.numpy, run in float64),
 for every contract spec and every layer option, on random weights and inputs."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnc import onnx_export as ox
+from nnc.onnx import export as ox
 
 from onnx_cases import (CONTRACT, CONTRACT_IDS, OPTION_SPECS, assert_close, contract_model, option_model, ort_run,
                         random_input, random_weights)
 
-from nnc.backend import Network  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
 
 
 def numpy_reference(model, weights, x):

@@ -1,4 +1,4 @@
-"""nnc.onnx_proto, the hand-written ONNX encoder: its bytes are onnx's own.
+"""nnc.onnx.proto, the hand-written ONNX encoder: its bytes are onnx's own.
 
 The reference is the protobuf runtime: the same model built with onnx.helper (as nnc built
 it before it had its own encoder) and serialized with SerializeToString(), for every spec,
@@ -18,8 +18,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from nnc import onnx_export as ox
-from nnc import onnx_proto
+from nnc.onnx import export as ox
+from nnc.onnx import proto as onnx_proto
 
 from onnx_cases import CONTRACT, OPTION_SPECS, contract_model, option_model, random_weights
 
@@ -30,7 +30,7 @@ OPSETS = [14, 17, 18, 21, 26]  # the first, the default, attribute axes become i
 
 
 class HelperProto:
-    """nnc.onnx_proto's interface built on onnx.helper: put in its place, the lowering builds the
+    """nnc.onnx.proto's interface built on onnx.helper: put in its place, the lowering builds the
     model with onnx's own builders, exactly as nnc did before it had an encoder of its own."""
 
     DTYPE = onnx_proto.DTYPE

@@ -14,9 +14,9 @@ import onnx
 import pytest
 from onnx import numpy_helper, shape_inference
 
-from nnc import onnx_export as ox
-from nnc.backend import Network
-from nnc.checker import check_source
+from nnc.engines.numpy import Network
+from nnc.lang.checker import check_source
+from nnc.onnx import export as ox
 
 from onnx_cases import RECURRENT_SPECS, assert_close, option_model, ort_run, random_input, random_weights
 

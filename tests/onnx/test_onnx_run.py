@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from nnc import onnx_export as ox
 from nnc.cli import main
-from nnc.errors import UserError
-from nnc.runtime import Runner, run_model
+from nnc.lang.errors import UserError
+from nnc.onnx import export as ox
+from nnc.onnx.runtime import Runner, run_model
 
 from onnx_cases import CONTRACT, CONTRACT_IDS, assert_close, contract_model, option_model, ort_run, random_input, random_weights
 
@@ -176,7 +176,7 @@ def test_every_kind_and_block_on_cuda_matches_numpy(tmp_path, family):
     # the NumPy backend in float64 (what the CPU provider is checked against elsewhere).
     from block_cases import BLOCK_SPECS, block_model
     from more_cases import MORE_SPECS
-    from nnc.backend import Network
+    from nnc.engines.numpy import Network
 
     names, make = (list(MORE_SPECS), option_model) if family == "kinds" else (list(BLOCK_SPECS), block_model)
     failed = []

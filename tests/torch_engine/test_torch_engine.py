@@ -1,5 +1,5 @@
-"""TorchEngine's training step against the NumPy engine's (nnc.train.Trainer.fit's step: Network
-forward in training, nnc.losses.loss_and_grad, the l1/l2 penalty, backward, nnc.optim), step by
+"""TorchEngine's training step against the NumPy engine's (nnc.training.loop.Trainer.fit's step: Network
+forward in training, nnc.training.losses.loss_and_grad, the l1/l2 penalty, backward, nnc.training.optim), step by
 step on the same batches and the same rng: losses, logits, weights (batchnorm's moving statistics
 too) and optimizer state agree within 1e-5 in float32, dropout included (the torch engine takes
 its masks from the same draws). And inference, devices, and a CUDA run where there is a GPU."""
@@ -14,13 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import nnc  # noqa: E402
-from nnc.backend import Network  # noqa: E402
-from nnc.losses import loss_and_grad  # noqa: E402
-from nnc.model import OptimizerConfig, TrainConfig  # noqa: E402
-from nnc.optim import make_optimizer  # noqa: E402
-from nnc.train import regularization  # noqa: E402
-from nnc.torch_engine import TorchEngine, resolve_device  # noqa: E402
-from nnc.weights import init_weights  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
+from nnc.engines.torch import TorchEngine, resolve_device  # noqa: E402
+from nnc.lang.model import OptimizerConfig, TrainConfig  # noqa: E402
+from nnc.lang.weights import init_weights  # noqa: E402
+from nnc.training.losses import loss_and_grad  # noqa: E402
+from nnc.training.losses import regularization  # noqa: E402
+from nnc.training.optim import make_optimizer  # noqa: E402
 
 # (input, body, loss, optimizer, TrainConfig extras)
 CASES = {
@@ -78,7 +78,7 @@ def _data(model, loss, rng, n):
 
 def _numpy_step(model, net, opt, cfg, xb, yb, rng):
     """Trainer.fit's step on the NumPy engine."""
-    from nnc.losses import class_sample_weights
+    from nnc.training.losses import class_sample_weights
 
     z = net.forward(xb, training=True, rng=rng)
     sw = class_sample_weights(yb, cfg.class_weight) if cfg.class_weight else None
@@ -182,7 +182,7 @@ def test_train_steps_on_cuda_match_the_cpu(case):
 def test_losses_and_their_gradients_match_nnc_losses(loss, activation):
     # float64, every loss with every final activation (fused or through the probabilities), on
     # sequence outputs [n, steps, classes], with label smoothing and per-sample weights
-    from nnc.torch_engine.engine import loss_value
+    from nnc.engines.torch.engine import loss_value
 
     rng = np.random.default_rng(6)
     z = rng.normal(scale=3.0, size=(4, 3, 5))

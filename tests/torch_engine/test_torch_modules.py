@@ -1,4 +1,4 @@
-"""The PyTorch engine's modules (nnc.torch_engine.modules) against the NumPy backend: for every
+"""The PyTorch engine's modules (nnc.engines.torch.modules) against the NumPy backend: for every
 layer kind and option (the gradient cases of tests/backend/test_backend_gradients.py) and every
 block case (tests/onnx/block_cases.py), the same weights and input give the same outputs, the
 same gradients of every weight and of the input (from a random dz, autograd against NumPy's hand
@@ -26,20 +26,20 @@ from block_cases import BLOCK_SPECS, block_model  # noqa: E402
 from test_backend_gradients import CASES, build as spec_model, make_inputs, make_weights  # noqa: E402
 
 import nnc  # noqa: E402
-from nnc.backend import Network  # noqa: E402
-from nnc.backend.kernels import MERGE_KERNELS  # noqa: E402
-from nnc.kinds import ACTIVATIONS, KINDS  # noqa: E402
-from nnc.model import MERGES  # noqa: E402
-from nnc.torch_engine import TORCH_KINDS, TORCH_MERGES, build  # noqa: E402
+from nnc.engines.numpy import Network  # noqa: E402
+from nnc.engines.numpy.kernels import MERGE_KERNELS  # noqa: E402
+from nnc.engines.torch import TORCH_KINDS, TORCH_MERGES, build  # noqa: E402
+from nnc.lang.kinds import ACTIVATIONS, KINDS  # noqa: E402
+from nnc.lang.model import MERGES  # noqa: E402
 
 TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32}
 
 
 def test_every_kind_and_merge_has_a_torch_builder():
     missing = sorted(set(KINDS) - set(TORCH_KINDS))
-    assert not missing, f"kinds without a torch builder (nnc.torch_engine.modules.TORCH_KINDS): {missing}"
+    assert not missing, f"kinds without a torch builder (nnc.engines.torch.modules.TORCH_KINDS): {missing}"
     missing = sorted((set(MERGES) | set(MERGE_KERNELS)) - set(TORCH_MERGES))
-    assert not missing, f"merges without a torch join (nnc.torch_engine.modules.TORCH_MERGES): {missing}"
+    assert not missing, f"merges without a torch join (nnc.engines.torch.modules.TORCH_MERGES): {missing}"
 
 
 def test_the_cases_cover_every_kind():
@@ -179,15 +179,15 @@ def test_user_errors():
 
 def test_without_torch_the_engine_is_a_clear_user_error(monkeypatch):
     # a fresh import of the package with torch unimportable
-    saved = {k: v for k, v in sys.modules.items() if k.startswith("nnc.torch_engine")}
+    saved = {k: v for k, v in sys.modules.items() if k.startswith("nnc.engines.torch")}
     for k in saved:
         monkeypatch.delitem(sys.modules, k)
     monkeypatch.setitem(sys.modules, "torch", None)
     try:
         with pytest.raises(nnc.UserError, match=r"pip install 'nnc\[torch\]'"):
-            importlib.import_module("nnc.torch_engine")
+            importlib.import_module("nnc.engines.torch")
     finally:
-        for k in [k for k in sys.modules if k.startswith("nnc.torch_engine")]:
+        for k in [k for k in sys.modules if k.startswith("nnc.engines.torch")]:
             del sys.modules[k]
         sys.modules.update(saved)
 
@@ -197,10 +197,9 @@ def test_nothing_in_nnc_imports_the_engine_at_module_level():
     src = Path(nnc.__file__).resolve().parent
     offenders = []
     for path in src.rglob("*.py"):
-        if "torch_engine" in path.parts:
+        if path.parent.name == "torch" and path.parent.parent.name == "engines":
             continue
         for line in path.read_text().splitlines():
-            if line.startswith(("import torch", "from torch", "from .torch_engine", "from nnc.torch_engine",
-                                "import nnc.torch_engine")):
+            if line.startswith(("import torch", "from torch", "from nnc.engines.torch", "import nnc.engines.torch")):
                 offenders.append(f"{path.relative_to(src)}: {line}")
     assert not offenders, offenders

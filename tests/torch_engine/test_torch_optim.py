@@ -1,4 +1,4 @@
-"""The torch engine's optimizers (nnc.torch_engine.optim) against nnc.optim's, which
+"""The torch engine's optimizers (nnc.engines.torch.optim) against nnc.training.optim's, which
 tests/train/test_train_optim.py checks against hand computations, Keras 3 and PyTorch: the same
 gradients give the same weights step after step, the same checkpoint state (names, layouts,
 values), and a run checkpointed by one engine resumes in the other."""
@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from nnc import optim as np_optim  # noqa: E402
-from nnc.model import LRSchedule, OptimizerConfig  # noqa: E402
-from nnc.torch_engine import optim as t_optim  # noqa: E402
+from nnc.engines.torch import optim as t_optim  # noqa: E402
+from nnc.lang.model import LRSchedule, OptimizerConfig  # noqa: E402
+from nnc.training import optim as np_optim  # noqa: E402
 
 SHAPES = {"dense_1.kernel": (4, 3), "dense_1.bias": (3,)}
 

@@ -16,11 +16,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import nnc  # noqa: E402
-from nnc.checker import check_source  # noqa: E402
 from nnc.cli import main  # noqa: E402
-from nnc.data import Dataset  # noqa: E402
-from nnc.train import Trainer  # noqa: E402
-from nnc.weights import load_checkpoint  # noqa: E402
+from nnc.lang.checker import check_source  # noqa: E402
+from nnc.lang.weights import load_checkpoint  # noqa: E402
+from nnc.training.data import Dataset  # noqa: E402
+from nnc.training.loop import Trainer  # noqa: E402
 
 # no dropout: both engines then compute the same steps up to float32 rounding
 SPEC = """model small
@@ -111,7 +111,7 @@ def test_an_interrupted_torch_run_resumes_to_the_same_weights(files, tmp_path):
     cut = Trainer(model, model.train, ds, str(tmp_path / "cut"), engine="torch", on_step=interrupt)
     with pytest.raises(Stop):
         cut.fit()
-    from nnc.train import read_state
+    from nnc.training.loop import read_state
 
     arrays, meta = read_state(str(tmp_path / "cut"))
     assert meta["epoch"] == 1

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import nnc
-from nnc import fpenv
-from nnc.backend import Network
 from nnc.cli import main
-from nnc.errors import SpecError, UserError
+from nnc.engines.numpy import fpenv
+from nnc.engines.numpy import Network
+from nnc.lang.errors import SpecError, UserError
 
 SPEC = """model api_small
 input image: float32[4, 4, 1]
@@ -236,7 +236,7 @@ def test_import_nnc_stays_light():
     import subprocess
     import sys
 
-    code = "import sys, nnc; nnc.fit; print('numpy' in sys.modules, 'nnc.train' in sys.modules)"
+    code = "import sys, nnc; nnc.fit; print('numpy' in sys.modules, 'nnc.training.loop' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nnc.checker import check_file
 from nnc.cli import main
-from nnc.data import Dataset, load_data
-from nnc.model import Block
-from nnc.train import Trainer, read_state
-from nnc.weights import load_checkpoint
+from nnc.lang.checker import check_file
+from nnc.lang.model import Block
+from nnc.lang.weights import load_checkpoint
+from nnc.training.data import Dataset, load_data
+from nnc.training.loop import Trainer, read_state
 
 SPEC = Path(__file__).resolve().parent.parent.parent / "specs" / "digits_resnet.nnspec"
 
@@ -104,9 +104,9 @@ def _tiny_data(model, n, seed):
 
 @pytest.mark.parametrize("name", BLOCK_SPECS)
 def test_block_spec_takes_a_training_step(name, tmp_path):
-    from nnc.backend import Network
-    from nnc.losses import loss_and_grad
-    from nnc.weights import init_weights
+    from nnc.engines.numpy import Network
+    from nnc.lang.weights import init_weights
+    from nnc.training.losses import loss_and_grad
 
     path = SPEC.parent / f"{name}.nnspec"
     r = check_file(str(path))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nnc.cli import main
-from nnc.train import Progress, read_state
+from nnc.training.loop import Progress, read_state
 
 SPEC = """model tiny
 input x: float32[4]
@@ -99,8 +99,8 @@ def test_eval_text_and_json(files, capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["samples"] == 8 and set(r) >= {"loss", "accuracy", "split", "model"}
     # the loss eval reports is the mean cross-entropy of the predicted probabilities on the test split
-    from nnc.backend import Network
-    from nnc.checker import check_file
+    from nnc.engines.numpy import Network
+    from nnc.lang.checker import check_file
 
     model = check_file(spec).model
     with np.load(d) as data:
@@ -145,7 +145,7 @@ def test_resume_of_a_finished_run_rewrites_its_derived_files(files):
 
 
 def test_a_second_run_into_a_held_folder_is_refused(files, capsys):
-    from nnc.train import claim_run_dir
+    from nnc.training.loop import claim_run_dir
 
     out = files / "busy"
     held = claim_run_dir(str(out))  # another live run

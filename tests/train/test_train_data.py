@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from nnc.checker import check_source
 from nnc.cli import main
-from nnc.data import load_data, pad_sequences
-from nnc.errors import UserError
+from nnc.lang.checker import check_source
+from nnc.lang.errors import UserError
+from nnc.training.data import load_data, pad_sequences
 
 
 def _model(src):

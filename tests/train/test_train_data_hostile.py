@@ -9,11 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from nnc.checker import check_source
 from nnc.cli import main
-from nnc.data import load_data
-from nnc.errors import UserError
-from nnc.npz import read_npz
+from nnc.lang.checker import check_source
+from nnc.lang.errors import UserError
+from nnc.lang.npz import read_npz
+from nnc.training.data import load_data
 
 TOKENS = check_source("model m\ninput t: int64[5] vocab=20\nembedding 4\nflatten\ndense 2 activation=softmax\n").model
 IMAGE = check_source("model m\ninput x: float32[3]\ndense 2 activation=softmax\n").model
@@ -168,7 +168,7 @@ def test_complex_arrays_are_refused(tmp_path):
 
 
 def test_checkpoint_with_a_huge_array_is_refused_from_its_header(tmp_path):
-    from nnc.weights import load_checkpoint
+    from nnc.lang.weights import load_checkpoint
 
     model = check_source("model m\ninput x: float32[3]\ndense 2\n").model
     path = tmp_path / "w.npz"
@@ -209,7 +209,7 @@ def test_absurdly_large_models_are_refused_before_allocating(tmp_path, capsys):
 def test_initial_weights_are_drawn_in_chunks_as_one_float64_draw():
     """Drawing in float32 chunks keeps the values of one float64 draw (so seeds keep their
     meaning) without holding the float64 array."""
-    from nnc import weights as W
+    from nnc.lang import weights as W
 
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
     old = W._CHUNK
@@ -223,7 +223,7 @@ def test_initial_weights_are_drawn_in_chunks_as_one_float64_draw():
 
 
 def test_spec_files_are_read_with_a_bound(tmp_path):
-    from nnc.checker import check_file
+    from nnc.lang.checker import check_file
 
     r = check_file("/dev/zero")  # never ends: refused after the bound, not read forever
     assert not r.ok and r.errors[0].code == "io" and "larger than" in r.errors[0].message

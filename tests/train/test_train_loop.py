@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from nnc.checker import check_source
-from nnc.data import Dataset
-from nnc.errors import UserError
-from nnc.model import EarlyStopping, OptimizerConfig, TrainConfig
-from nnc.train import Trainer, read_state, validation_split_at
+from nnc.lang.checker import check_source
+from nnc.lang.errors import UserError
+from nnc.lang.model import EarlyStopping, OptimizerConfig, TrainConfig
+from nnc.training.data import Dataset
+from nnc.training.loop import Trainer, read_state, validation_split_at
 
 SPEC = """model small
 input x: float32[6]
@@ -196,7 +196,7 @@ import os, signal, sys
 # as a terminal's Ctrl-C finds it: a suite started in the background of a non-interactive shell
 # hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt at all
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import nnc.train as t
+import nnc.training.loop as t
 init = t.Trainer.__init__
 def patched(self, *a, **k):
     init(self, *a, **k)

@@ -4,7 +4,7 @@ stability for large logits, and Keras's choice of accuracy."""
 import numpy as np
 import pytest
 
-from nnc.losses import accuracy_kind, correct, final, loss_and_grad
+from nnc.training.losses import accuracy_kind, correct, final, loss_and_grad
 
 # (loss, final activation) pairs: the fused ones and those computed on probabilities
 CASES = [

@@ -6,11 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from nnc.checker import check_source
-from nnc.data import Dataset
-from nnc.losses import class_sample_weights, final, loss_and_grad
-from nnc.model import OptimizerConfig, TrainConfig
-from nnc.train import Trainer, config_from_json, config_to_json
+from nnc.lang.checker import check_source
+from nnc.lang.model import OptimizerConfig, TrainConfig
+from nnc.training.data import Dataset
+from nnc.training.loop import Trainer, config_from_json, config_to_json
+from nnc.training.losses import class_sample_weights, final, loss_and_grad
 
 
 def _keras():

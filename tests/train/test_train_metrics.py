@@ -1,4 +1,4 @@
-"""Metrics (nnc.metrics): each streamed over several batches against keras.metrics, early
+"""Metrics (nnc.training.metrics): each streamed over several batches against keras.metrics, early
 stopping's direction against Keras's, the checker's diagnostics for metrics, loss options and
 class_weight, and `nnc train` with new metrics, a new loss and --class-weight end to end."""
 
@@ -8,11 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from nnc.checker import check_source
 from nnc.cli import main
-from nnc.losses import final
-from nnc.metrics import AUC, METRICS, Precision, Recall, make_metrics, maximized
-from nnc.train import read_state
+from nnc.lang.checker import check_source
+from nnc.lang.metric_rules import METRICS, maximized
+from nnc.training.loop import read_state
+from nnc.training.losses import final
+from nnc.training.metrics import AUC, Precision, Recall, make_metrics
 
 
 def _keras():
@@ -234,8 +235,8 @@ def test_cli_history_has_the_new_metrics_as_keras_computes_them(files, capsys):
                             "val_loss", "val_accuracy", "val_auc", "val_precision", "val_recall"}
     assert all(len(v) == 3 for v in history.values())
     # the last epoch's validation metrics, recomputed by Keras from the trained weights
-    from nnc.backend import Network
-    from nnc.checker import check_file
+    from nnc.engines.numpy import Network
+    from nnc.lang.checker import check_file
 
     with np.load(files / "r" / "weights.npz") as w:
         net = Network(check_file(spec).model, {k: w[k] for k in w.files})
@@ -271,8 +272,8 @@ def test_cli_loss_and_class_weight_flags(files, capsys):
 
 
 def test_loss_override_takes_keras_defaults_for_the_loss_options():
-    from nnc.model import TrainConfig
-    from nnc.train import override
+    from nnc.lang.model import TrainConfig
+    from nnc.training.loop import override
 
     cfg = TrainConfig(loss="categorical_crossentropy", label_smoothing=0.2, metrics=("accuracy", "auc"),
                       class_weight=(1.0, 2.0))

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from nnc.model import OptimizerConfig
-from nnc.optim import make_optimizer
+from nnc.lang.model import OptimizerConfig
+from nnc.training.optim import make_optimizer
 
 GRADS = [np.array([0.5, -1.0, 2.0]), np.array([0.1, 0.3, -0.2]), np.array([-0.4, 0.0, 1.5])]
 W0 = np.array([1.0, -2.0, 0.5])
@@ -117,7 +117,7 @@ def test_steps_match_keras(name, ours, theirs):
 @pytest.mark.parametrize("name", ["sgd", "rmsprop", "adam"])
 def test_steps_match_pytorch(name):
     """PyTorch and Keras share these updates without weight decay. They place epsilon
-    differently (see nnc.optim), so the comparison sets epsilon = 0 where it would matter."""
+    differently (see nnc.training.optim), so the comparison sets epsilon = 0 where it would matter."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(4)
     w0 = rng.normal(size=(4, 3))

@@ -6,8 +6,8 @@ gradients -> same weights and slots), in float64 and float32."""
 import numpy as np
 import pytest
 
-from nnc.model import LRSchedule, OptimizerConfig
-from nnc.optim import OPTIMIZERS, make_optimizer
+from nnc.lang.model import LRSchedule, OptimizerConfig
+from nnc.training.optim import OPTIMIZERS, make_optimizer
 
 RNG = np.random.default_rng(11)
 # two weights of different shapes, so that per-weight and global clipping differ
@@ -80,7 +80,7 @@ CASES = [
 def test_optimizers_match_keras_float64(keras64, name, ours, theirs):
     if name == "adamw" and "weight_decay" not in ours:
         # the default weight decay comes from the checker's table, as the train block gives it
-        from nnc.checker import OPTIMIZERS as TABLE
+        from nnc.lang.checker import OPTIMIZERS as TABLE
 
         ours = {"weight_decay": next(o.default for o in TABLE["adamw"] if o.name == "weight_decay"), **ours}
         assert ours["weight_decay"] == keras64.optimizers.AdamW().weight_decay == 0.004
@@ -177,9 +177,9 @@ def test_nadam_state_round_trip_continues_identically():
 
 
 def test_every_optimizer_of_the_table_is_implemented():
-    from nnc.checker import OPTIMIZERS as TABLE
-    from nnc.commands.train import OPTIMIZER_NAMES
-    from nnc.keras_names import KERAS_OPTIMIZERS_NOT_IN_NNC
+    from nnc.lang.checker import OPTIMIZERS as TABLE
+    from nnc.lang.keras_names import KERAS_OPTIMIZERS_NOT_IN_NNC
+    from nnc.training.flags import OPTIMIZER_NAMES
 
     assert set(TABLE) == set(OPTIMIZERS) == set(OPTIMIZER_NAMES)
     assert not set(TABLE) & set(KERAS_OPTIMIZERS_NOT_IN_NNC)
@@ -194,7 +194,7 @@ def test_table_defaults_are_keras_defaults(keras):
     """Each option's default in the checker's table is the Keras constructor's default."""
     import inspect
 
-    from nnc.checker import OPTIMIZERS as TABLE
+    from nnc.lang.checker import OPTIMIZERS as TABLE
 
     classes = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
                "adamw": keras.optimizers.AdamW, "nadam": keras.optimizers.Nadam, "adagrad": keras.optimizers.Adagrad}

@@ -8,13 +8,21 @@ import json
 import numpy as np
 import pytest
 
-from nnc.checker import check_source
 from nnc.cli import main
-from nnc.data import Dataset
-from nnc.errors import UserError
-from nnc.model import LRSchedule, OptimizerConfig, TrainConfig
-from nnc.schedules import Plateau, step_learning_rate
-from nnc.train import Trainer, config_from_json, config_to_json, describe, override, read_state, validate_config
+from nnc.lang.checker import check_source
+from nnc.lang.errors import UserError
+from nnc.lang.model import LRSchedule, OptimizerConfig, TrainConfig
+from nnc.training.data import Dataset
+from nnc.training.schedules import Plateau, step_learning_rate
+from nnc.training.loop import (
+    Trainer,
+    config_from_json,
+    config_to_json,
+    describe,
+    override,
+    read_state,
+    validate_config,
+)
 
 
 STEPS = list(range(0, 40)) + [50, 99, 100, 101, 150, 1000, 12345]

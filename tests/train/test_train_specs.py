@@ -7,11 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from nnc.backend import Network
-from nnc.checker import check_file
 from nnc.cli import main
-from nnc.data import load_data
-from nnc.weights import load_checkpoint
+from nnc.engines.numpy import Network
+from nnc.lang.checker import check_file
+from nnc.lang.weights import load_checkpoint
+from nnc.training.data import load_data
 
 SPECS = os.path.join(os.path.dirname(__file__), "..", "..", "specs")
 # digits_resnet (residual blocks, LANGUAGE.md "Blocks"): at least the plain convnet's accuracy
@@ -78,8 +78,8 @@ def test_trained_model_on_onnxruntime_predicts_as_numpy(name, trained, tmp_path)
 
 
 def test_sine_windows_are_the_series_and_its_next_value():
-    from nnc.checker import check_source
-    from nnc.data import sine_series
+    from nnc.lang.checker import check_source
+    from nnc.training.data import sine_series
 
     model = check_source("model m\ninput s: float32[16, 1]\nflatten\ndense 1\n", "<t>").model
     d = sine_series(model, n_train=50, n_test=20)

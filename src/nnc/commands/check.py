@@ -6,7 +6,7 @@ import os
 import re
 import sys
 
-from ..diagnostics import Diagnostic, Span
+from nnc.lang.diagnostics import Diagnostic, Span
 
 HELP = """Check specs: grammar, option values, shapes through every layer, parameter counts,
 warnings for legal but suspicious models, and the spec's `expect` lines. A directory
@@ -25,7 +25,7 @@ SPEC_SUFFIX = ".nnspec"
 
 
 def add_arguments(p):
-    from ..report import FORMATS
+    from nnc.tools.report import FORMATS
 
     p.add_argument("files", nargs="+", metavar="FILE", help=".nnspec files, or directories to search for them")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (default: text)")
@@ -38,7 +38,7 @@ def add_arguments(p):
 def expand_files(paths: list[str]) -> list[str]:
     """Files as given; a directory becomes its .nnspec files (recursively, sorted). A path
     that does not exist stays, so the command reports it as an I/O error."""
-    from ..errors import UserError
+    from nnc.lang.errors import UserError
 
     out: list[str] = []
     for p in paths:
@@ -75,9 +75,9 @@ def use_color(choice: str, stream=None) -> bool:
 
 
 def main(args) -> int:
-    from ..checker import check_file
-    from ..errors import UserError
-    from ..report import format_results
+    from nnc.lang.checker import check_file
+    from nnc.lang.errors import UserError
+    from nnc.tools.report import format_results
 
     if args.max_params is not None and args.max_params < 0:
         raise UserError(f"--max-params expects a non-negative integer, received: {args.max_params}", exit_code=2)

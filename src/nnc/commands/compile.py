@@ -20,7 +20,7 @@ EXAMPLE = "nnc compile specs/mnist_convnet.nnspec -o mnist.onnx --weights mnist.
 
 
 def add_arguments(p):
-    from ..onnx_proto import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET  # not onnx_export: no numpy before main
+    from nnc.onnx.proto import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET  # not onnx_export: no numpy before main
 
     p.add_argument("file", metavar="FILE", help="the .nnspec file")
     p.add_argument("-o", "--output", metavar="OUT.onnx", help="where to write the model (default: FILE with .onnx)")
@@ -56,10 +56,10 @@ def main(args) -> int:
 
 
 def _main(args) -> int:
-    from . import checked_model
-    from ..checker import check_file
-    from ..errors import UserError
-    from ..onnx_export import SUPPORTED_OPSETS, compile_model
+    from nnc.commands import checked_model
+    from nnc.lang.checker import check_file
+    from nnc.lang.errors import UserError
+    from nnc.onnx.export import SUPPORTED_OPSETS, compile_model
 
     if args.opset not in SUPPORTED_OPSETS:
         raise UserError(f"--opset {args.opset} is not supported: nnc writes opsets {SUPPORTED_OPSETS.start} "
@@ -69,24 +69,24 @@ def _main(args) -> int:
     r = check_file(args.file)
     model = checked_model(r)
     if args.weights and getattr(args, "keras_names", False):
-        from ..keras_io import load_keras_named
+        from nnc.tools.keras_io import load_keras_named
 
         weights = load_keras_named(args.weights, model)
         origin = f"weights from {args.weights} (Keras names)"
     elif args.weights:
-        from ..weights import load_checkpoint
+        from nnc.lang.weights import load_checkpoint
 
         weights = load_checkpoint(args.weights, model)
         origin = f"weights from {args.weights}"
     else:
-        from ..weights import init_weights
+        from nnc.lang.weights import init_weights
 
         weights = init_weights(model, args.seed)
         origin = f"initial weights, seed {args.seed}"
     out = args.output or default_output(args.file)
     if os.path.isdir(out):
         raise UserError(f"cannot write {out}: it is a folder; give a file name like {os.path.join(out, model.name)}.onnx")
-    from ..weights import output_target
+    from nnc.lang.weights import output_target
 
     output_target(out, inputs=(args.file, args.weights))  # never over the spec or the weights it reads
     try:

@@ -27,7 +27,7 @@ def command_table() -> dict[str, dict]:
     installed) still completes by name."""
     import argparse
 
-    from ..cli import COMMANDS, _parser
+    from nnc.cli import COMMANDS, _parser
 
     table: dict[str, dict] = {}
     for name in COMMANDS:
@@ -55,7 +55,7 @@ def command_table() -> dict[str, dict]:
 
 
 def bash_script() -> str:
-    from ..cli import COMMANDS
+    from nnc.cli import COMMANDS
 
     table = command_table()
     values, opts = [], []

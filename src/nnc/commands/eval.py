@@ -8,7 +8,6 @@ HELP = """Evaluate trained weights on a data set's test split (x_test, y_test; a
 such as a .csv, is evaluated whole): the loss and metrics of the spec's train block, computed
 as Keras's evaluate() computes them, with dropout off."""
 EXAMPLE = "nnc eval specs/digits_convnet.nnspec --weights runs/digits_convnet/weights.npz --data digits --format json"
-EVAL_SCHEMA_VERSION = 1  # of the json format: `nnc schema eval`
 
 
 def add_arguments(p):
@@ -23,18 +22,18 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from . import checked_model
-    from ..checker import check_file
-    from ..errors import UserError
+    from nnc.commands import checked_model
+    from nnc.lang.checker import check_file
+    from nnc.lang.errors import UserError
 
     r = check_file(args.file)
     model = checked_model(r)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, received {args.batch_size}")
-    from ..backend import Network
-    from ..data import load_data
-    from ..train import default_config, evaluate
-    from ..weights import load_checkpoint
+    from nnc.engines.numpy import Network
+    from nnc.lang.weights import load_checkpoint
+    from nnc.training.data import load_data
+    from nnc.training.loop import EVAL_SCHEMA_VERSION, default_config, evaluate
 
     cfg = model.train or default_config(model)[0]
     data = load_data(args.data, model, cfg.loss, allow_pickle=args.allow_pickle)

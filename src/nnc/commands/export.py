@@ -27,11 +27,11 @@ def add_arguments(p):
 def main(args) -> int:
     import os
 
-    from . import checked_model
-    from ..checker import check_file
-    from ..errors import UserError
-    from ..keras_io import export_keras, load_keras_named
-    from ..weights import init_weights, load_checkpoint, output_target
+    from nnc.commands import checked_model
+    from nnc.lang.checker import check_file
+    from nnc.lang.errors import UserError
+    from nnc.lang.weights import init_weights, load_checkpoint, output_target
+    from nnc.tools.keras_io import export_keras, load_keras_named
 
     model = checked_model(check_file(args.file))
     out = args.output or (os.path.splitext(args.file)[0] + ".keras")

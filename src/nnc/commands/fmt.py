@@ -24,7 +24,7 @@ def add_arguments(p):
 
 
 def _write(path: str, text: str) -> None:
-    from ..weights import atomic_open
+    from nnc.lang.weights import atomic_open
 
     # atomic_open keeps the file's permissions, and its symlinks and hard links
     with atomic_open(path, "wb") as f:
@@ -34,10 +34,10 @@ def _write(path: str, text: str) -> None:
 def main(args) -> int:
     import difflib
 
-    from ..diagnostics import render
-    from ..errors import UserError
-    from ..fmt import format_source
-    from .check import expand_files
+    from nnc.commands.check import expand_files
+    from nnc.lang.diagnostics import render
+    from nnc.lang.errors import UserError
+    from nnc.lang.fmt import format_source
 
     paths = [p for p in args.files if p == "-"] + expand_files([p for p in args.files if p != "-"])
     status = 0

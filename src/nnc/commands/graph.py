@@ -21,10 +21,10 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from . import checked_model
-    from ..checker import check_file
-    from ..errors import UserError
-    from ..graph import FORMATS
+    from nnc.commands import checked_model
+    from nnc.lang.checker import check_file
+    from nnc.lang.errors import UserError
+    from nnc.tools.graph import FORMATS
 
     out = args.output or os.path.splitext(os.path.basename(args.file))[0] + ".svg"
     ext = os.path.splitext(out)[1].lower().lstrip(".")
@@ -35,8 +35,8 @@ def main(args) -> int:
                         exit_code=2, help="for example: -o model.png")
     r = check_file(args.file)
     model = checked_model(r)
-    from ..graph import render as draw
-    from ..weights import atomic_open
+    from nnc.lang.weights import atomic_open
+    from nnc.tools.graph import render as draw
 
     data = draw(model, ext)
     try:

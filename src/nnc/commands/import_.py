@@ -29,9 +29,9 @@ def add_arguments(p):
 def main(args) -> int:
     import os
 
-    from ..errors import UserError
-    from ..keras_io import import_keras
-    from ..weights import atomic_open, output_target, save_checkpoint
+    from nnc.lang.errors import UserError
+    from nnc.lang.weights import atomic_open, output_target, save_checkpoint
+    from nnc.tools.keras_io import import_keras
 
     if args.file.lower().endswith(".onnx"):
         raise UserError(f"{args.file}: importing ONNX graphs is not implemented yet; nnc imports .keras and .h5 files",

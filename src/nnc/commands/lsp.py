@@ -26,13 +26,13 @@ def add_arguments(p):
 def main(args) -> int:
     import logging
 
-    from ..errors import UserError
+    from nnc.lang.errors import UserError
 
     handler = logging.FileHandler(args.log_file, encoding="utf-8") if args.log_file else logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), handlers=[handler], force=True)
     try:
-        from ..lsp import serve
+        from nnc.tools.lsp import serve
     except ImportError as e:
         raise UserError(f"nnc lsp needs pygls: {e}", help="pip install 'pygls>=2'") from None
     serve()

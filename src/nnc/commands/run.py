@@ -23,8 +23,8 @@ def add_arguments(p):
 def main(args) -> int:
     import numpy as np
 
-    from ..runtime import Runner, load_input
-    from ..weights import atomic_open
+    from nnc.lang.weights import atomic_open
+    from nnc.onnx.runtime import Runner, load_input
 
     x = load_input(args.input)
     runner = Runner(args.model, args.device)

@@ -16,7 +16,7 @@ Each of them carries a schema_version (the ONNX metadata: nnc.schema_version); w
 version fields are only added, never renamed or removed."""
 EXAMPLE = "nnc schema summary > nnc-summary.schema.json"
 
-# nnc.schemas.SCHEMAS's keys, here so that parsing the arguments does not import pydantic
+# nnc.tools.schemas.SCHEMAS's keys, here so that parsing the arguments does not import pydantic
 NAMES = ("check", "summary", "history", "state", "onnx-metadata", "eval")
 
 
@@ -25,10 +25,10 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from ..errors import UserError
+    from nnc.lang.errors import UserError
 
     try:
-        from ..schemas import dumps
+        from nnc.tools.schemas import dumps
     except ImportError as e:  # pydantic is a dependency of nnc; a broken install says so plainly
         raise UserError(f"nnc schema needs pydantic 2 ({e})", help="pip install 'pydantic>=2'") from None
     print(dumps(args.name))

@@ -16,9 +16,9 @@ def add_arguments(p):
 
 
 def main(args) -> int:
-    from . import checked_model
-    from ..checker import check_file
-    from ..summary import to_json, to_text
+    from nnc.commands import checked_model
+    from nnc.lang.checker import check_file
+    from nnc.tools.summary import to_json, to_text
 
     r = check_file(args.file)
     model = checked_model(r)

@@ -31,13 +31,8 @@ _FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "weight_decay", "clip
                     "patience", "monitor", "class_weight")
 
 
-# nnc.checker.OPTIMIZERS' names (kept here so that building the parser imports no checker; a test
-# checks they agree)
-OPTIMIZER_NAMES = ("sgd", "rmsprop", "adam", "adamw", "nadam", "adagrad")
-
-
 def add_arguments(p):
-    from ..metrics import METRICS
+    from nnc.training.flags import add_overrides
 
     p.add_argument("file", metavar="FILE", nargs="?", help="the .nnspec file (optional with --resume)")
     p.add_argument("--data", metavar="DATA", help="an .npz, a .csv, 'digits' or 'sine' (built in)")
@@ -50,28 +45,7 @@ def add_arguments(p):
                    help="who computes: nnc's NumPy engine (default) or PyTorch (pip install 'nnc[torch]')")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="with --engine torch: cuda trains on the GPU (never falls back to the CPU)")
-    g = p.add_argument_group("overrides of the spec's train block")
-    g.add_argument("--epochs", type=int, metavar="N", help="number of epochs (on --resume: the new total)")
-    g.add_argument("--batch-size", type=int, metavar="N")
-    g.add_argument("--lr", "--learning-rate", type=float, metavar="LR", dest="lr")
-    g.add_argument("--momentum", type=float, metavar="M")
-    g.add_argument("--weight-decay", type=float, metavar="L", help="decoupled weight decay, as Keras 3's")
-    g.add_argument("--optimizer", choices=OPTIMIZER_NAMES, help="with Keras's defaults (clipping carries over)")
-    g.add_argument("--clipnorm", type=float, metavar="C", help="clip each weight's gradient to L2 norm C (Keras's "
-                   "clipnorm; replaces the spec's clipping)")
-    g.add_argument("--clipvalue", type=float, metavar="C", help="clip each gradient element to [-C, C]")
-    g.add_argument("--global-clipnorm", type=float, metavar="C", help="clip all gradients together to L2 norm C")
-    g.add_argument("--loss", choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
-                                      "binary_crossentropy", "mse", "mae", "huber", "kl_divergence"),
-                   help="with Keras's defaults for its options (huber's delta=1.0, no label_smoothing)")
-    g.add_argument("--class-weight", type=float, nargs="+", metavar="W",
-                   help="one weight per class id, in order, as Keras's class_weight={0: W0, 1: W1, ...}")
-    g.add_argument("--validation-split", type=float, metavar="F", help="the last fraction F of the training data")
-    g.add_argument("--seed", type=int, metavar="N", help="initial weights, shuffling and dropout")
-    g.add_argument("--shuffle", action=argparse_bool(), default=None, help="shuffle every epoch (--no-shuffle)")
-    g.add_argument("--patience", type=int, metavar="N", help="early stopping after N epochs without improvement")
-    g.add_argument("--monitor", choices=tuple(p + m for p in ("val_", "") for m in ("loss",) + METRICS),
-                   help="what early stopping watches (default: val_loss with validation data, else loss)")
+    add_overrides(p)
     p.add_argument("--keep-subnormals", action="store_true",
                    help="compute with IEEE subnormal floats instead of flushing them to zero (slower on Intel "
                         "CPUs; the same as NNC_SUBNORMALS=keep)")
@@ -86,38 +60,47 @@ def _world(args):
         size = 1
     if size <= 1:
         return None
-    from ..errors import UserError
+    from nnc.lang.errors import UserError
 
     if args.engine != "torch":
         raise UserError(f"this is one of {size} processes (WORLD_SIZE, as torchrun sets it): several processes train "
                         "with the PyTorch engine only", help="add --engine torch")
-    from ..torch_engine.distributed import World
+    from nnc.engines.torch.distributed import World
 
     world = World.from_env()
     world.init(args.device)
     return world
 
 
-def argparse_bool():
-    import argparse
-
-    return argparse.BooleanOptionalAction
-
-
 def main(args) -> int:
-    from . import checked_model
-    from ..checker import check_file, check_source
-    from ..data import BUILTIN, load_data
-    from ..errors import UserError
-    from ..train import (CURVES, HISTORY, STATE, WEIGHTS, Progress, Trainer, claim_run_dir, config_from_json,
-                         default_config, describe, evaluate, override, plot_curves, read_state,
-                         refuse_new_run_dir, validate_for_model)
+    from nnc.commands import checked_model
+    from nnc.lang.checker import check_file, check_source
+    from nnc.lang.errors import UserError
+    from nnc.training.data import BUILTIN, load_data
+    from nnc.training.loop import (
+        CURVES,
+        HISTORY,
+        STATE,
+        WEIGHTS,
+        Progress,
+        Trainer,
+        claim_run_dir,
+        config_from_json,
+        default_config,
+        describe,
+        evaluate,
+        override,
+        plot_curves,
+        read_state,
+        refuse_new_run_dir,
+        validate_for_model,
+    )
 
     world = _world(args)  # the processes torchrun started, or None
     leader = world is None or world.leader
     progress = Progress(quiet=args.quiet or not leader)  # rank 0 alone prints
-    if args.keep_subnormals:  # read by nnc.fpenv where the training loop sets its flags
-        from ..fpenv import ENV
+    if args.keep_subnormals:  # read by nnc.engines.numpy.fpenv where the training loop sets its flags
+        from nnc.engines.numpy.fpenv import ENV
 
         os.environ[ENV] = "keep"
     meta = arrays = None
