@@ -22,10 +22,12 @@ from nnc.lang.weights import load_checkpoint  # noqa: E402
 from nnc.training.data import Dataset  # noqa: E402
 from nnc.training.loop import Trainer  # noqa: E402
 
-# no dropout: both engines then compute the same steps up to float32 rounding
+# no dropout: both engines then compute the same steps up to float32 rounding; batchnorm's
+# statistics are the global batch's under torchrun too (each process holds a share of it)
 SPEC = """model small
 input image: float32[8, 8, 1]
 conv2d 4 kernel=3 activation=relu
+batchnorm
 maxpool2d 2
 flatten
 dense 10 activation=softmax

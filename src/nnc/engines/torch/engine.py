@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from nnc.engines.torch.distributed import World
-from nnc.engines.torch.modules import build
+from nnc.engines.torch.modules import Batchnorm, build
 from nnc.engines.torch.optim import make_optimizer
 from nnc.lang.errors import UserError
 
@@ -150,6 +150,9 @@ class TorchEngine:
 
             self.ddp = DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            for module in self.net.modules():  # batchnorm's statistics: the global batch's
+                if isinstance(module, Batchnorm):
+                    module.sync = True
         self.params = self.net.trainable()
         schedule = getattr(cfg, "lr_schedule", None)
         self.opt = make_optimizer(cfg.optimizer, schedule, self.device)

@@ -414,7 +414,14 @@ class Prelu(TorchLayer):
 
 class Batchnorm(TorchLayer):
     """Each channel (the last axis) by the batch's mean and biased variance in training (the
-    moving statistics updated in place, no gradient), by the moving ones in inference."""
+    moving statistics updated in place, no gradient), by the moving ones in inference.
+
+    `sync` (set by the engine under DistributedDataParallel, where each process holds a share of
+    the global batch): the statistics are the global batch's, summed across the processes by a
+    differentiable all-reduce (as torch's SyncBatchNorm), so that N processes compute the step
+    one process computes on the whole batch, as Keras would."""
+
+    sync = False
 
     def __init__(self, layer):
         super().__init__(layer)
@@ -425,10 +432,20 @@ class Batchnorm(TorchLayer):
     def forward(self, x, noise=None):
         axes = tuple(range(x.dim() - 1))
         mm, mv = self.w("moving_mean"), self.w("moving_variance")
-        if self.training:
+        if self.training and self.sync:
+            from torch.distributed.nn.functional import all_reduce  # sums; its gradient sums too
+
+            # one all-reduce for the count and the sums, one for the squares about the global mean
+            sums = all_reduce(torch.cat([x.sum(dim=axes), x.new_full((1,), x.numel() // max(x.shape[-1], 1))]))
+            count = sums[-1].clamp(min=1)
+            mean = sums[:-1] / count
+            centered = x - mean
+            var = all_reduce(centered.square().sum(dim=axes)) / count
+        elif self.training:
             mean = x.mean(dim=axes)
             centered = x - mean
             var = centered.square().mean(dim=axes)
+        if self.training:
             with torch.no_grad():
                 m = self.momentum
                 mm.copy_(mm * m + mean.detach().to(mm.dtype) * (1 - m))
