@@ -26,7 +26,7 @@ COMMANDS = {
     "completion": "print a shell completion script (bash or zsh)",
     "lsp": "run the language server for editors (on stdio)",
     "schema": "print the JSON Schema of a JSON output nnc writes (check, summary, history, ...)",
-    "import": "turn a Keras model (.keras, .h5) into a spec and a checkpoint",
+    "import": "turn a Keras model (.keras, .h5) or an ONNX graph into a spec and a checkpoint",
     "export": "write a spec as a Keras 3 .keras model",
 }
 MODULES = {"import": "import_"}  # command -> its module in nnc.commands, where the word is a Python keyword

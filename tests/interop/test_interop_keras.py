@@ -383,10 +383,12 @@ def test_keras_names_option(tmp_path):
     assert nnc(["compile", str(src), "--weights", str(tmp_path / "kw.npz"), "-o", str(tmp_path / "k2.onnx")]) == 1
 
 
-def test_import_onnx_is_refused_clearly(tmp_path, capsys):
-    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
-    assert nnc(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.nnspec")]) == 2
-    assert "importing ONNX graphs is not implemented" in capsys.readouterr().err
+def test_import_of_an_onnx_file_without_a_graph_is_refused_clearly(tmp_path, capsys):
+    # .onnx files go to nnc.tools.onnx_import (tests/onnx/test_onnx_import.py, tests/interop/test_interop_torch_onnx.py)
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")  # a ModelProto with an ir_version and nothing else
+    assert nnc(["import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.nnspec")]) == 1
+    assert "is not an ONNX model: it has no graph" in capsys.readouterr().err
+    assert not (tmp_path / "m.nnspec").exists()
 
 
 def test_export_refuses_gelu_tanh(tmp_path, capsys):

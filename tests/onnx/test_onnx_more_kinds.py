@@ -56,9 +56,13 @@ def _check_shapes(proto: onnx.ModelProto, model, what: str) -> None:
     inferred = shape_inference.infer_shapes(bare, check_type=True, strict_mode=True, data_prop=True)
     values = list(inferred.graph.value_info) + list(inferred.graph.output)
     shapes = {v.name: _dims(v.type) for v in values}
+    from_input = {proto.graph.input[0].name}  # values computed from the input (from weights alone: no batch)
+    for n in proto.graph.node:
+        if any(i in from_input for i in n.input):
+            from_input.update(n.output)
     for v in values:
         dims = _dims(v.type)
-        assert dims.count("batch") == 1, (what, v.name, dims)
+        assert dims.count("batch") == (v.name in from_input), (what, v.name, dims)
         assert all(isinstance(d, int) and d > 0 for d in dims if d != "batch"), (what, v.name, dims)
     for layer in model.layers:
         if layer.kind in DROPOUT_KINDS:

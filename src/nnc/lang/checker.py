@@ -497,7 +497,7 @@ class _Checker:
         if built is None or inp is None:
             return None
         model = Model(model_decl.name if model_decl else "model", inp, built[0], train_cfg,
-                      hashlib.sha256(self.text.encode("utf-8")).hexdigest(), body=built[1])
+                      hashlib.sha256(self.text.encode("utf-8")).hexdigest(), body=built[1], source=self.text)
         if had_syntax:
             # A dropped line may have held a layer or the loss: no warnings, and an expect only
             # where every dropped line comes after it and after the last layer (a broken train block).

@@ -189,6 +189,7 @@ class Model:
     source_sha256: str = ""
     path: str | None = None
     body: list[Node] | None = None  # the tree of steps (layers and blocks); None: `layers` is the chain
+    source: str = field(default="", repr=False, compare=False)  # the spec's text (ONNX metadata: nnc.source)
 
     def __post_init__(self):
         if self.body is None:

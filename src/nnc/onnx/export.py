@@ -425,13 +425,25 @@ def lower_batchnorm(g: Graph, layer: Layer, x: Value, w: dict[str, np.ndarray]) 
         inputs = [x.name, gamma, beta, g.const(f"{name}.moving_mean", w["moving_mean"]),
                   g.const(f"{name}.moving_variance", w["moving_variance"])]
         g.node("BatchNormalization", inputs, out.name, f"{name}/BatchNormalization", epsilon=float(o["epsilon"]))
-    else:  # four or more axes, channels-last: the same affine map, folded, broadcast over the last axis
-        gamma, beta = w.get("gamma", np.ones(c)), w.get("beta", np.zeros(c))
-        scale = gamma.astype(np.float64) / np.sqrt(w["moving_variance"].astype(np.float64) + o["epsilon"])
-        shift = beta - w["moving_mean"].astype(np.float64) * scale
+    else:  # four or more axes, channels-last: the same affine map, broadcast over the last axis, as
+        # x * scale + shift with scale = gamma / sqrt(var + eps), shift = beta - mean * scale computed
+        # in the graph from the weights themselves (constants, folded by runtimes), so that
+        # `nnc import` gives them back
+        var = g.const(f"{name}.moving_variance", w["moving_variance"])
+        std = g.node("Sqrt", [g.node("Add", [var, _scalar(g, f"{name}/epsilon", o["epsilon"])], f"{name}/variance_eps",
+                                     f"{name}/Add_epsilon")], f"{name}/std", f"{name}/Sqrt")
+        gamma = g.const(f"{name}.gamma", w["gamma"]) if o["scale"] else g.const(f"{name}/ones", np.ones(c, np.float32))
+        scale = g.node("Div", [gamma, std], f"{name}/scale", f"{name}/Div_scale")
+        mean_scaled = g.node("Mul", [g.const(f"{name}.moving_mean", w["moving_mean"]), scale], f"{name}/mean_scaled",
+                             f"{name}/Mul_mean")
+        if o["center"]:
+            beta = g.const(f"{name}.beta", w["beta"])
+            shift = g.node("Sub", [beta, mean_scaled], f"{name}/shift", f"{name}/Sub_shift")
+        else:
+            shift = g.node("Neg", [mean_scaled], f"{name}/shift", f"{name}/Neg_shift")
         out = Value(name, name, layer.output_shape)
-        y = g.node("Mul", [x.name, g.const(f"{name}/scale", scale.astype(np.float32))], f"{name}/scaled", f"{name}/Mul")
-        g.node("Add", [y, g.const(f"{name}/shift", shift.astype(np.float32))], out.name, f"{name}/Add")
+        y = g.node("Mul", [x.name, scale], f"{name}/scaled", f"{name}/Mul")
+        g.node("Add", [y, shift], out.name, f"{name}/Add")
     g.declare(out)
     return out
 
@@ -783,7 +795,10 @@ def lower_position_embedding(g: Graph, layer: Layer, x: Value, w: dict[str, np.n
     name = layer.name
     x = channels_last(g, x, name)
     steps = layer.input_shape[0]
-    table = g.const(f"{name}.embeddings", w["embeddings"][:steps])  # the rows past `steps` are never read
+    table = g.const(f"{name}.embeddings", w["embeddings"])  # the whole table: `nnc import` gives it back
+    if w["embeddings"].shape[0] > steps:  # the rows past `steps` are never read (a constant Slice, folded)
+        table = g.node("Slice", [table, g.ints(f"{name}/starts", [0]), g.ints(f"{name}/ends", [steps]),
+                                 g.ints(f"{name}/axes", [0])], f"{name}/rows", f"{name}/Slice")
     out = Value(name, name, layer.output_shape)
     g.node("Add", [x.name, table], out.name, f"{name}/Add")
     g.declare(out)
@@ -1239,6 +1254,8 @@ def build(model: Model, weights: dict[str, np.ndarray], opset: int = DEFAULT_OPS
         metadata={
             "nnc.model": model.name,
             "nnc.source_sha256": model.source_sha256,
+            # the spec's text: `nnc import` reads the spec back (the weights from the initializers)
+            **({"nnc.source": model.source} if model.source else {}),
             "nnc.input": json.dumps(input_info(model), sort_keys=True),
             "nnc.output_shape": json.dumps(list(model.output_shape)),
             "nnc.layout": "channels-last",

@@ -1210,6 +1210,7 @@ class Imported:
     model: Model | None = None
     weights: dict[str, Any] | None = None
     train: list[str] = field(default_factory=list)  # the train block's lines (and comments), from compile_config
+    notes: list[str] = field(default_factory=list)  # warnings for stderr (nnc.tools.onnx_import)
 
 
 def _spec_name(name: str) -> str:

@@ -183,6 +183,9 @@ class OnnxMetadata(BaseModel):
         alias="nnc.schema_version")
     model: str = Field(alias="nnc.model", description="the spec's model name")
     source_sha256: str = Field(alias="nnc.source_sha256", description="SHA-256 of the spec's text")
+    source: Optional[str] = Field(
+        None, alias="nnc.source", description="the spec's text, whose SHA-256 is nnc.source_sha256 (`nnc import` "
+                                              "reads the spec back from it)")
     input: Json[OnnxInput] = Field(alias="nnc.input")
     output_shape: Json[Shape] = Field(alias="nnc.output_shape")
     layout: Literal["channels-last"] = Field(alias="nnc.layout")
