@@ -27,7 +27,7 @@ COMMANDS = {
     "lsp": "run the language server for editors (on stdio)",
     "schema": "print the JSON Schema of a JSON output nnc writes (check, summary, history, ...)",
     "import": "turn a Keras model (.keras, .h5) or an ONNX graph into a spec and a checkpoint",
-    "export": "write a spec as a Keras 3 .keras model",
+    "export": "write a spec as a Keras 3 .keras model or a standalone PyTorch module",
 }
 MODULES = {"import": "import_"}  # command -> its module in nnc.commands, where the word is a Python keyword
 

@@ -6,7 +6,8 @@ import json
 
 HELP = """Evaluate trained weights on a data set's test split (x_test, y_test; a file without them,
 such as a .csv, is evaluated whole): the loss and metrics of the spec's train block, computed
-as Keras's evaluate() computes them, with dropout off."""
+as Keras's evaluate() computes them, with dropout off. --engine torch computes them with
+PyTorch (on the CPU, or --device cuda): the same numbers."""
 EXAMPLE = "nnc eval specs/digits_convnet.nnspec --weights runs/digits_convnet/weights.npz --data digits --format json"
 
 
@@ -19,6 +20,10 @@ def add_arguments(p):
                         "the file holds: only for files you trust, such as Keras's imdb.npz")
     p.add_argument("--batch-size", type=int, default=256, metavar="N", help="samples per forward pass (default: 256)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.add_argument("--engine", choices=("numpy", "torch"), default="numpy",
+                   help="who computes: nnc's NumPy engine (default) or PyTorch (pip install 'nnc[torch]')")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="with --engine torch: cuda evaluates on the GPU (never falls back to the CPU)")
 
 
 def main(args) -> int:
@@ -30,6 +35,8 @@ def main(args) -> int:
     model = checked_model(r)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, received {args.batch_size}")
+    if args.device != "cpu" and args.engine != "torch":
+        raise UserError(f"--device {args.device} is for the PyTorch engine", help="add --engine torch")
     from nnc.engines.numpy import Network
     from nnc.lang.weights import load_checkpoint
     from nnc.training.data import load_data
@@ -42,7 +49,13 @@ def main(args) -> int:
         x, y, split = data.x_test, data.y_test, "test"
     else:
         x, y, split = data.x_train, data.y_train, "all"
-    result = evaluate(Network(model, weights), x, y, cfg.loss, cfg.metrics, args.batch_size, cfg=cfg)
+    if args.engine == "torch":
+        from nnc.engines.torch import TorchEngine  # a UserError naming pip install 'nnc[torch]' without torch
+
+        net = TorchEngine(model, weights, cfg, device=args.device)
+    else:
+        net = Network(model, weights)
+    result = evaluate(net, x, y, cfg.loss, cfg.metrics, args.batch_size, cfg=cfg)
     if args.format == "json":
         print(json.dumps({"schema_version": EVAL_SCHEMA_VERSION, "model": model.name, "data": args.data,
                           "split": split, "samples": int(len(x)), "loss_function": cfg.loss, **result}, indent=2))
