@@ -24,7 +24,8 @@ ALLOWED = {
     "engines.numpy": ("nnc.training.losses", "nnc.training.optim", "nnc.training.schedules"),
     "engines.torch": ("nnc.training.losses", "nnc.training.optim", "nnc.training.schedules"),
     "training": ("nnc.engines",),  # the loop asks the engine it is given by name for each step
-    "tools": ("nnc.onnx", "nnc.training", "nnc.engines.numpy"),
+    # torch_export writes the torch engine's layers (standalone.py) with its per-kind arguments
+    "tools": ("nnc.onnx", "nnc.training", "nnc.engines.numpy", "nnc.engines.torch.layers"),
 }
 
 

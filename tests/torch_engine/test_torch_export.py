@@ -34,6 +34,7 @@ from test_torch_engine import CASES as STEP_CASES  # noqa: E402
 import nnc  # noqa: E402
 from nnc.cli import main  # noqa: E402
 from nnc.engines.numpy import Network  # noqa: E402
+from nnc.engines.torch.layers import MERGE_FUNCTIONS, TORCH_EXPORTS  # noqa: E402
 from nnc.lang.kinds import DROPOUT_KINDS, KINDS  # noqa: E402
 from nnc.lang.model import MERGES  # noqa: E402
 from nnc.lang.weights import init_weights, save_checkpoint  # noqa: E402
@@ -99,14 +100,14 @@ def _has_dropout(model) -> bool:
 
 
 def test_every_kind_and_merge_has_an_export():
-    missing = sorted(set(KINDS) - set(torch_export.TORCH_EXPORTS))
-    assert not missing, f"kinds without an export (nnc.tools.torch_export.TORCH_EXPORTS): {missing}"
-    missing = sorted(set(MERGES) - set(torch_export.MERGE_FUNCTIONS))
-    assert not missing, f"merges without an export (nnc.tools.torch_export.MERGE_FUNCTIONS): {missing}"
+    missing = sorted(set(KINDS) - set(TORCH_EXPORTS))
+    assert not missing, f"kinds without an export (nnc.engines.torch.layers.TORCH_EXPORTS): {missing}"
+    missing = sorted(set(MERGES) - set(MERGE_FUNCTIONS))
+    assert not missing, f"merges without an export (nnc.engines.torch.layers.MERGE_FUNCTIONS): {missing}"
     _, defs, _ = torch_export.standalone_definitions()
-    named = {torch_export.TORCH_EXPORTS[k](layer)[0] for inp, body in CASES
+    named = {TORCH_EXPORTS[k](layer)[0] for inp, body in CASES
              for layer in spec_model(inp, body).layers for k in [layer.kind]}
-    assert named | set(torch_export.MERGE_FUNCTIONS.values()) <= set(defs)
+    assert named | set(MERGE_FUNCTIONS.values()) <= set(defs)
 
 
 def test_the_standalone_source_imports_torch_only():

@@ -4,12 +4,14 @@ state_dict.
 The file needs torch only (no nnc, no numpy). Its layers are nnc.engines.torch.standalone's,
 copied verbatim: that module is torch-only, so the definitions a model uses (and the helpers
 they call, found by reading the module's syntax tree, never importing it) are pasted above the
-model's class, one source for every exported file. Generating the text imports neither torch
-nor numpy; writing the weights (torch.save) needs torch.
+model's class, one source for every exported file. Exporting needs torch: the weights are
+written with torch.save, and each layer's arguments are the torch engine's (imported when a file
+is generated, never at this module's import).
 
-One place per kind: TORCH_EXPORTS[kind](layer) gives the standalone class a layer becomes and its
-constructor's arguments; MERGE_FUNCTIONS[merge] the function that joins a block's branches.
-tests/torch_engine/test_torch_export.py fails when a kind or a merge lacks its entry.
+One place per kind, shared with the torch engine (which builds its layers from the same classes
+and arguments): nnc.engines.torch.layers.TORCH_EXPORTS[kind](layer) gives the standalone class a
+layer becomes and its constructor's arguments; MERGE_FUNCTIONS[merge] the function that joins a
+block's branches. tests/torch_engine/test_torch_export.py fails when a kind or a merge lacks its entry.
 
 The model's state_dict keys are the checkpoint's names (`conv2d_1.kernel`, Keras layouts), with
 '.' inside a weight's short name written '__' (`attention_1.query__kernel`); a layer named like
@@ -24,159 +26,10 @@ import keyword
 import os
 from pathlib import Path
 
-from nnc.lang.kinds import ACTIVATIONS, layer_activation
 from nnc.lang.model import Layer, Model, Node
 
 STANDALONE = Path(__file__).resolve().parents[1] / "engines" / "torch" / "standalone.py"
 """The torch-only source the files are made of (read as text, never imported here)."""
-
-# --- one entry per kind: (class, constructor arguments) ------------------------------------------
-
-
-def _shapes(layer: Layer) -> dict:
-    return {short.replace(".", "__"): tuple(shape) for short, shape in layer.weights.items()}
-
-
-def _act(layer: Layer) -> dict:
-    act = layer_activation(layer.kind, layer.options)
-    return {"activation": act} if act != "linear" else {}
-
-
-def _windowed(layer: Layer) -> dict:
-    spec, o = layer.spec, layer.options
-    args = {"stride": tuple(spec.strides(o)), "pads": [tuple(p) for p in spec.pads(o, layer.input_shape)]}
-    if any(d != 1 for d in spec.dilations(o)):
-        args["dilation"] = tuple(spec.dilations(o))
-    return args
-
-
-def _conv(layer):
-    groups = layer.options.get("groups", 1)
-    return "Conv", {"shapes": _shapes(layer), **_windowed(layer), **({"groups": groups} if groups != 1 else {}),
-                    **_act(layer)}
-
-
-def _depthwise(layer):
-    return "DepthwiseConv", {"shapes": _shapes(layer), **_windowed(layer), **_act(layer)}
-
-
-def _separable(layer):
-    return "SeparableConv", {"shapes": _shapes(layer), **_windowed(layer), **_act(layer)}
-
-
-def _transpose(layer):
-    o = layer.options
-    return "ConvTranspose", {"shapes": _shapes(layer), "stride": tuple(o["stride"]),
-                             "crops": [tuple(c) for c in layer.spec.crops(o, layer.input_shape)],
-                             "size": tuple(layer.output_shape[:-1]), **_act(layer)}
-
-
-def _pool(cls):
-    def export(layer):
-        spec, o = layer.spec, layer.options
-        args = {"window": tuple(spec.window(o)), "stride": tuple(spec.strides(o)),
-                "pads": [tuple(p) for p in spec.pads(o, layer.input_shape)]}
-        if cls == "AvgPool":
-            args["size"] = tuple(layer.input_shape[:-1])
-        return cls, args
-    return export
-
-
-def _plain(cls):
-    return lambda layer: (cls, {})
-
-
-def _weights_only(cls):
-    return lambda layer: (cls, {"shapes": _shapes(layer)})
-
-
-def _recurrent(layer):
-    o = layer.options
-    args = {"shapes": _shapes(layer), "units": o["units"]}
-    defaults = {"return_sequences": False, "bidirectional": False, "merge": "concat", "go_backwards": False,
-                "dropout": 0.0, "recurrent_dropout": 0.0, "activation": "tanh", "recurrent_activation": "sigmoid",
-                "reset_after": True}
-    for name, default in defaults.items():
-        if name in o and o[name] != default and not (name == "merge" and not o.get("bidirectional")):
-            args[name] = o[name]
-    return "Recurrent", {"kind": layer.kind, **args}
-
-
-def _attention(layer):
-    o = layer.options
-    args = {"shapes": _shapes(layer), "heads": o["heads"], "key_dim": o["key_dim"],
-            "value_dim": o["value_dim"] or o["key_dim"]}
-    if o["dropout"]:
-        args["dropout"] = float(o["dropout"])
-    if o["causal"]:
-        args["causal"] = True
-    return "Attention", args
-
-
-def _upsampling(layer):
-    size = layer.options["size"]
-    args = {"size": (size,) if isinstance(size, int) else tuple(size), "out": tuple(layer.output_shape[:-1])}
-    if layer.options.get("interpolation", "nearest") != "nearest":
-        args["interpolation"] = layer.options["interpolation"]
-    return "Upsampling", args
-
-
-TORCH_EXPORTS = {
-    "conv1d": _conv,
-    "conv2d": _conv,
-    "maxpool1d": _pool("MaxPool"),
-    "maxpool2d": _pool("MaxPool"),
-    "avgpool1d": _pool("AvgPool"),
-    "avgpool2d": _pool("AvgPool"),
-    "globalmaxpool": _plain("GlobalMaxPool"),
-    "globalavgpool": _plain("GlobalAvgPool"),
-    "flatten": _plain("Flatten"),
-    "dense": lambda layer: ("Dense", {"shapes": _shapes(layer), **_act(layer)}),
-    "dropout": lambda layer: ("Dropout", {"rate": float(layer.options["rate"])}),
-    **{a: (lambda layer: ("Activation", {"name": layer.kind})) for a in ACTIVATIONS if a not in ("leaky_relu", "elu")},
-    "leaky_relu": lambda layer: ("LeakyRelu", {"negative_slope": float(layer.options["negative_slope"])}),
-    "elu": lambda layer: ("Elu", {"alpha": float(layer.options["alpha"])}),
-    "prelu": _weights_only("Prelu"),
-    "embedding": _weights_only("Embedding"),
-    "rnn": _recurrent,
-    "lstm": _recurrent,
-    "gru": _recurrent,
-    "batchnorm": lambda layer: ("Batchnorm", {"shapes": _shapes(layer), "momentum": float(layer.options["momentum"]),
-                                              "epsilon": float(layer.options["epsilon"])}),
-    "layernorm": lambda layer: ("Layernorm", {"shapes": _shapes(layer), "epsilon": float(layer.options["epsilon"])}),
-    "separable_conv1d": _separable,
-    "separable_conv2d": _separable,
-    "depthwise_conv1d": _depthwise,
-    "depthwise_conv2d": _depthwise,
-    "conv1d_transpose": _transpose,
-    "conv2d_transpose": _transpose,
-    "upsampling1d": _upsampling,
-    "upsampling2d": _upsampling,
-    "zeropad1d": lambda layer: ("ZeroPad", {"pads": [tuple(p) for p in layer.options["padding"]]}),
-    "zeropad2d": lambda layer: ("ZeroPad", {"pads": [tuple(p) for p in layer.options["padding"]]}),
-    "cropping1d": lambda layer: ("Cropping", {"crops": [tuple(p) for p in layer.options["cropping"]]}),
-    "cropping2d": lambda layer: ("Cropping", {"crops": [tuple(p) for p in layer.options["cropping"]]}),
-    "reshape": lambda layer: ("Reshape", {"shape": tuple(layer.output_shape)}),
-    "permute": lambda layer: ("Permute", {"axes": tuple(int(a) for a in layer.options["axes"])}),
-    "repeat_vector": lambda layer: ("RepeatVector", {"n": int(layer.options["n"])}),
-    "spatial_dropout1d": lambda layer: ("SpatialDropout", {"rate": float(layer.options["rate"])}),
-    "spatial_dropout2d": lambda layer: ("SpatialDropout", {"rate": float(layer.options["rate"])}),
-    "attention": _attention,
-    "position_embedding": _weights_only("PositionEmbedding"),
-}
-"""Each layer kind's export (nnc.lang.kinds.KINDS): TORCH_EXPORTS[kind](layer) -> (the class in
-standalone.py, its constructor's keyword arguments)."""
-
-MERGE_FUNCTIONS = {
-    "add": "merge_add",
-    "average": "merge_average",
-    "subtract": "merge_subtract",
-    "multiply": "merge_multiply",
-    "maximum": "merge_maximum",
-    "minimum": "merge_minimum",
-    "concat": "merge_concat",
-}
-"""The function of standalone.py that joins a merge block's branches (nnc.lang.model.MERGES)."""
 
 # --- the standalone source: its definitions and what each one uses ------------------------------
 
@@ -308,6 +161,9 @@ def _shape_text(shape) -> str:
 
 class _Writer:
     def __init__(self, model: Model, attrs: dict[str, str]):
+        from nnc.engines.torch.layers import MERGE_FUNCTIONS, TORCH_EXPORTS  # needs torch (the engine's package)
+
+        self.exports, self.merges = TORCH_EXPORTS, MERGE_FUNCTIONS
         self.model, self.attrs = model, attrs
         self.init: list[str] = []
         self.body: list[str] = []
@@ -316,7 +172,7 @@ class _Writer:
         self.count = 0
 
     def layer(self, layer: Layer) -> str:
-        cls, args = TORCH_EXPORTS[layer.kind](layer)
+        cls, args = self.exports[layer.kind](layer)
         self.classes.add(cls)
         attr = self.attrs[layer.name]
         call = f"{cls}(" + ", ".join(f"{k}={_literal(v)}" for k, v in args.items()) + ")"
@@ -351,7 +207,7 @@ class _Writer:
                     self.stack(branch, src, dst, indent)
                     src = dst if branch else src
             else:
-                fn = MERGE_FUNCTIONS[node.merge]
+                fn = self.merges[node.merge]
                 self.functions.add(fn)
                 what = "x + its body" if node.kind == "residual" else f"{node.kind} of {len(node.branches)} branches"
                 self.body.append(f"{indent}# {node.name}: {what} -> {_shape_text(node.output_shape)}")
@@ -470,11 +326,11 @@ def write(model: Model, weights: dict, py_path: str, pt_path: str, spec_file: st
     pt_name = os.path.basename(pt_path)
     if os.path.dirname(os.path.abspath(pt_path)) != os.path.dirname(os.path.abspath(py_path)):
         pt_name = os.path.abspath(pt_path)  # load() finds it where it is
-    text = generate(model, module, pt_name, spec_file=spec_file, origin=origin)
     try:
         import torch
     except ImportError:
         raise UserError(TORCH_MISSING) from None
+    text = generate(model, module, pt_name, spec_file=spec_file, origin=origin)
     state = {key: torch.from_numpy(np.ascontiguousarray(weights[name], dtype=np.float32))
              for key, name in state_dict_keys(model).items()}
     buf = io.BytesIO()

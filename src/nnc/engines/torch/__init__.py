@@ -4,8 +4,10 @@ semantics and the NumPy engine's numbers.
     from nnc.engines.torch import TorchEngine, build   # UserError when torch is not installed
 
 modules.py builds a TorchNet (an nn.Module, one builder per kind: TORCH_KINDS, TORCH_MERGES) whose
-parameters are the Keras-layout weights; optim.py holds nnc.training.optim's update rules on tensors, with
-the same checkpoint names; engine.py runs a training step and inference. Nothing else in nnc
+parameters are the Keras-layout weights, its layers standalone.py's (the torch-only classes that
+`nnc export torch` copies into its files, built from layers.py's per-kind arguments); optim.py
+holds nnc.training.optim's update rules on tensors, with the same checkpoint names; engine.py
+runs a training step and inference. Nothing else in nnc
 imports this package at module level: torch is an optional dependency (pip install 'nnc[torch]').
 """
 

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from nnc.engines.torch.distributed import World
-from nnc.engines.torch.modules import Batchnorm, build
+from nnc.engines.torch.modules import build
 from nnc.engines.torch.optim import make_optimizer
+from nnc.engines.torch.standalone import Batchnorm
 from nnc.lang.errors import UserError
 
 EPSILON = 1e-7  # keras.config.epsilon(), as nnc.training.losses

@@ -14,7 +14,9 @@ A layer is built from its weights' shapes (`shapes`: short name -> shape) and it
 weights start at zero, for load_state_dict to fill. Non-trainable weights (batchnorm's moving
 statistics) are buffers, the others parameters: both are in the state_dict.
 
-tests/torch_engine/test_torch_export.py holds every layer to nnc's NumPy engine.
+The torch engine (nnc.engines.torch.modules) computes with these classes too, so every layer is
+held to nnc's NumPy engine twice: as exported (tests/torch_engine/test_torch_export.py) and, with
+its gradients in float64 and float32, as trained (tests/torch_engine/test_torch_modules.py).
 """
 
 import math
@@ -75,10 +77,15 @@ def activate(name, x):
 
 class Layer(nn.Module):
     """Base of the layers: `shapes` (Keras short name -> shape) become zero parameters, or
-    buffers for the names in `buffers`."""
+    buffers for the names in `buffers`.
+
+    `noise`: None, or a list of uniform draws in [0, 1) that the next forward's dropout masks
+    take, in order, instead of drawing from torch's generator (nnc's training engine gives each
+    layer the draws its NumPy engine takes, so that both drop the same units)."""
 
     def __init__(self, shapes=None, buffers=()):
         super().__init__()
+        self.noise = None
         for name, shape in (shapes or {}).items():
             if name in buffers:
                 self.register_buffer(name, torch.zeros(shape))
@@ -87,6 +94,12 @@ class Layer(nn.Module):
 
     def has(self, name):
         return name in self._parameters or name in self._buffers
+
+    def mask(self, shape, rate, like):
+        """Inverted dropout's mask of `shape`, `like`'s dtype and device: a unit is kept where its
+        uniform draw is >= rate, scaled by 1 / (1 - rate); 0 where dropped."""
+        u = self.noise.pop(0) if self.noise else torch.rand(shape, dtype=like.dtype, device=like.device)
+        return (u >= rate).to(like.dtype) * (1.0 / (1.0 - rate))
 
 
 class Activation(Layer):
@@ -314,7 +327,9 @@ class Dropout(Layer):
         self.rate = rate
 
     def forward(self, x):
-        return F.dropout(x, self.rate, self.training)
+        if not self.training or self.rate == 0:
+            return x
+        return x * self.mask(x.shape, self.rate, x)
 
 
 class SpatialDropout(Layer):
@@ -329,7 +344,7 @@ class SpatialDropout(Layer):
         if not self.training or self.rate == 0:
             return x
         shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
-        return x * F.dropout(x.new_ones(shape), self.rate, True)
+        return x * self.mask(shape, self.rate, x)
 
 
 class Embedding(Layer):
@@ -337,9 +352,10 @@ class Embedding(Layer):
 
     def forward(self, x):
         vocab = self.embeddings.shape[0]
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab):
-            bad = int(x.min()) if int(x.min()) < 0 else int(x.max())
-            raise ValueError(f"token ids must be in 0..{vocab - 1}; the input has id {bad}")
+        if x.numel():
+            lo, hi = torch.stack(torch.aminmax(x)).tolist()  # one sync with the device
+            if lo < 0 or hi >= vocab:
+                raise ValueError(f"token ids must be in 0..{vocab - 1}; the input has id {lo if lo < 0 else hi}")
         return F.embedding(x, self.embeddings)
 
 
@@ -353,24 +369,41 @@ class PositionEmbedding(Layer):
 class Batchnorm(Layer):
     """Each channel (the last axis) by the batch's mean and biased variance in training mode, the
     moving statistics updated as Keras updates them (m <- m * momentum + batch * (1 - momentum));
-    by the moving statistics in eval mode. Then gamma and beta where the layer has them."""
+    by the moving statistics in eval mode. Then gamma and beta where the layer has them.
+
+    `sync` (for DistributedDataParallel, where each process holds a share of the global batch):
+    the statistics are the global batch's, summed across the processes by a differentiable
+    all-reduce (as torch's SyncBatchNorm), so that N processes compute what one process computes
+    on the whole batch."""
+
+    sync = False
 
     def __init__(self, shapes, momentum, epsilon):
         super().__init__(shapes, buffers=("moving_mean", "moving_variance"))
         self.momentum, self.epsilon = momentum, epsilon
 
     def forward(self, x):
-        if self.training:
-            axes = tuple(range(x.dim() - 1))
+        axes = tuple(range(x.dim() - 1))
+        if self.training and self.sync:
+            from torch.distributed.nn.functional import all_reduce  # sums; its gradient sums too
+
+            # one all-reduce for the count and the sums, one for the squares about the global mean
+            sums = all_reduce(torch.cat([x.sum(dim=axes), x.new_full((1,), x.numel() // max(x.shape[-1], 1))]))
+            count = sums[-1].clamp(min=1)
+            mean = sums[:-1] / count
+            centered = x - mean
+            var = all_reduce(centered.square().sum(dim=axes)) / count
+        elif self.training:
             mean = x.mean(dim=axes)
             centered = x - mean
             var = centered.square().mean(dim=axes)
+        if self.training:
             with torch.no_grad():
-                m = self.momentum
-                self.moving_mean.copy_(self.moving_mean * m + mean.detach() * (1 - m))
-                self.moving_variance.copy_(self.moving_variance * m + var.detach() * (1 - m))
+                mm, mv, m = self.moving_mean, self.moving_variance, self.momentum
+                mm.copy_(mm * m + mean.detach().to(mm.dtype) * (1 - m))
+                mv.copy_(mv * m + var.detach().to(mv.dtype) * (1 - m))
         else:
-            centered, var = x - self.moving_mean, self.moving_variance
+            centered, var = x - self.moving_mean.to(x.dtype), self.moving_variance.to(x.dtype)
         y = centered * torch.rsqrt(var + self.epsilon)
         if self.has("gamma"):
             y = y * self.gamma
@@ -488,7 +521,8 @@ class Attention(Layer):
             if self.causal:
                 keep = torch.ones(steps, steps, dtype=torch.bool, device=x.device).tril()
                 scores = scores.masked_fill(~keep, -math.inf)
-            ctx = F.dropout(torch.softmax(scores, dim=-1), self.dropout, True) @ v
+            probabilities = torch.softmax(scores, dim=-1)
+            ctx = (probabilities * self.mask(probabilities.shape, self.dropout, probabilities)) @ v
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal, scale=1.0)
         ctx = ctx.transpose(1, 2).reshape(n, steps, self.heads * self.value_dim)
@@ -500,11 +534,6 @@ def split_gates(a, k):
     """The last axis cut into k equal parts (a recurrent layer's gates)."""
     u = a.shape[-1] // k
     return [a[..., g * u : (g + 1) * u] for g in range(k)]
-
-
-def dropout_mask(shape, rate, like):
-    """Inverted dropout's mask: 0, or 1 / (1 - rate) where kept."""
-    return F.dropout(like.new_ones(shape), rate, True)
 
 
 class Recurrent(Layer):
@@ -540,9 +569,9 @@ class Recurrent(Layer):
         for prefix in ("forward__", "backward__") if self.bidirectional else ("",):
             mi = mr = None
             if self.training and self.dropout > 0:
-                mi = dropout_mask((x.shape[0], self.masks, x.shape[-1]), self.dropout, x)
+                mi = self.mask((x.shape[0], self.masks, x.shape[-1]), self.dropout, x)
             if self.training and self.recurrent_dropout > 0:
-                mr = dropout_mask((x.shape[0], self.masks, self.units), self.recurrent_dropout, x)
+                mr = self.mask((x.shape[0], self.masks, self.units), self.recurrent_dropout, x)
             backwards = prefix == "backward__" or self.go_backwards
             ys.append(self.direction(x.flip(1) if backwards else x, prefix, mi, mr))
         if not self.bidirectional:
