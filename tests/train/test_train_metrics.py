@@ -292,3 +292,59 @@ def test_resumed_run_has_the_same_metrics_history(files):
     assert main(["train", "--resume", str(files / "cut"), "--epochs", "3", "-q"]) == 0
     full = json.loads((files / "full" / "history.json").read_text())
     assert json.loads((files / "cut" / "history.json").read_text()) == full and len(full["val_auc"]) == 3
+
+
+def _run(files, name, spec_text, *flags):
+    spec = files / f"{name}.nnspec"
+    spec.write_text(spec_text)
+    assert main(["train", str(spec), "--data", str(files / "d.npz"), "--out", str(files / name), "-q", *flags]) == 0
+    with np.load(files / name / "weights.npz") as w:
+        weights = {k: w[k] for k in w.files}
+    return json.loads((files / name / "history.json").read_text()), weights
+
+
+def test_loss_and_metric_flags_train_as_the_spec_that_states_them(files):
+    """--label-smoothing, --metrics (Keras's aliases too), --loss huber --huber-delta: the same
+    run, number for number, as the spec with those options written in its train block."""
+    unweighted = SPEC.replace("  class_weight 1.0 3.0\n", "")  # huber has no classes
+    cases = [  # (spec, flags, the spec stating them, the flags that leave the loss's option out)
+        (SPEC, ("--label-smoothing", "0.2", "--metrics", "precision", "acc", "--monitor", "val_precision"),
+         SPEC.replace("label_smoothing=0.05", "label_smoothing=0.2")
+             .replace("metrics accuracy auc precision recall", "metrics precision accuracy")
+             .replace("monitor=val_auc", "monitor=val_precision"),
+         ("--metrics", "precision", "acc", "--monitor", "val_precision")),
+        (unweighted, ("--loss", "huber", "--huber-delta", "0.5", "--metrics", "mae", "--monitor", "val_loss"),
+         unweighted.replace("loss binary_crossentropy label_smoothing=0.05", "loss huber delta=0.5")
+                   .replace("metrics accuracy auc precision recall", "metrics mae")
+                   .replace("monitor=val_auc", "monitor=val_loss"),
+         ("--loss", "huber", "--metrics", "mae", "--monitor", "val_loss")),
+    ]
+    for i, (spec, flags, stated, without) in enumerate(cases):
+        history, weights = _run(files, f"flags{i}", spec, *flags)
+        want_history, want_weights = _run(files, f"spec{i}", stated)
+        assert history == want_history, flags
+        for k in want_weights:
+            np.testing.assert_array_equal(weights[k], want_weights[k])
+        assert history["loss"] != _run(files, f"default{i}", spec, *without)[0]["loss"], "the option changed nothing"
+
+
+def test_loss_and_metric_flags_are_checked_before_a_folder_is_made(files, capsys):
+    spec, d = str(files / "b.nnspec"), str(files / "d.npz")
+    refusals = [
+        (("--huber-delta", "2"), "delta is huber's, but the loss is binary_crossentropy"),
+        (("--loss", "huber", "--huber-delta", "-1", "--class-weight", "1"), "huber's delta must be positive"),
+        (("--label-smoothing", "1.5"), "label_smoothing must be in [0, 1]"),
+        (("--metrics", "top_k_accuracy", "--monitor", "loss"), "top_k_accuracy ranks classes"),
+        (("--metrics", "f1"), "unknown metric 'f1'"),
+        (("--lr", "-1"), "the learning rate must be positive"),
+    ]
+    for i, (flags, message) in enumerate(refusals):
+        out = files / f"refused{i}"
+        assert main(["train", spec, "--data", d, "--out", str(out), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (flags, err)
+        assert not out.exists(), flags  # refused before the run's folder is made
+    assert main(["train", spec, "--data", d, "--out", str(files / "r"), "--epochs", "1", "-q"]) == 0
+    for flag in (("--metrics", "accuracy"), ("--top-k", "1"), ("--label-smoothing", "0")):
+        assert main(["train", "--resume", str(files / "r"), "--epochs", "2", *flag]) == 2
+        assert f"{flag[0]} cannot change when resuming" in capsys.readouterr().err

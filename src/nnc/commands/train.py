@@ -26,11 +26,6 @@ trains with DistributedDataParallel (gloo on the CPU, NCCL with --device cuda); 
 global batch, and rank 0 alone writes DIR and prints."""
 EXAMPLE = "nnc train specs/digits_convnet.nnspec --data digits --out runs/digits_convnet"
 
-_FIXED_ON_RESUME = ("loss", "optimizer", "lr", "momentum", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm",
-                    "batch_size", "validation_split", "seed", "shuffle",
-                    "patience", "monitor", "class_weight")
-
-
 def add_arguments(p):
     from nnc.training.flags import add_overrides
 
@@ -77,6 +72,7 @@ def main(args) -> int:
     from nnc.lang.checker import check_file, check_source
     from nnc.lang.errors import UserError
     from nnc.training.data import BUILTIN, load_data
+    from nnc.training.flags import override_actions
     from nnc.training.loop import (
         CURVES,
         HISTORY,
@@ -93,6 +89,7 @@ def main(args) -> int:
         plot_curves,
         read_state,
         refuse_new_run_dir,
+        validate_config,
         validate_for_model,
     )
 
@@ -109,7 +106,8 @@ def main(args) -> int:
             raise UserError(f"cannot resume from {args.resume}: it holds no {STATE} (there is no such folder)")
         lock = claim_run_dir(args.resume) if leader else None  # noqa: F841 (held until the process ends)
         arrays, meta = read_state(args.resume)
-        given = [k for k in _FIXED_ON_RESUME if getattr(args, k) is not None]
+        # every override but --epochs is fixed: the run continues with the settings it started with
+        given = [k for k in override_actions() if k != "epochs" and getattr(args, k) is not None]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise UserError(f"{flag} cannot change when resuming: the run continues with the settings it started "
@@ -146,18 +144,14 @@ def main(args) -> int:
         else:
             cfg, note = default_config(model)
             progress.say(note)
-        cfg = override(cfg, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                       weight_decay=args.weight_decay, clipnorm=args.clipnorm, clipvalue=args.clipvalue,
-                       global_clipnorm=args.global_clipnorm,
-                       optimizer=args.optimizer, loss=args.loss, validation_split=args.validation_split,
-                       seed=args.seed, shuffle=args.shuffle, patience=args.patience, monitor=args.monitor,
-                       class_weight=args.class_weight)
+        cfg = override(cfg, **{k: getattr(args, k) for k in override_actions()})
         if not args.data:
             raise UserError("nnc train needs --data: an .npz, a .csv, 'digits' or 'sine'")
         data_arg = args.data
         out = args.out or os.path.join("runs", model.name)
         refuse_new_run_dir(out, f"continue it with `nnc train --resume {out}`, or choose another --out")
-    validate_for_model(model, cfg)  # before the folder is claimed: a refusal leaves nothing
+    validate_config(cfg)  # before the folder is claimed: a refusal leaves nothing
+    validate_for_model(model, cfg)
     data_ref = data_arg if data_arg in BUILTIN else os.path.abspath(data_arg)
     data = load_data(data_ref, model, cfg.loss, allow_pickle=args.allow_pickle)
     if meta is None and leader:  # a new run: claim the folder once the data is known to fit (a refusal leaves nothing)

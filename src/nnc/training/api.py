@@ -106,7 +106,6 @@ def fit(model, x, y, validation_data=None, validation_split=None, epochs=None, b
     from nnc.training.loop import (
         CURVES,
         STATE,
-        Progress,
         Trainer,
         claim_run_dir,
         config_from_json,
@@ -262,22 +261,11 @@ def _callbacks(callbacks) -> tuple:
     return tuple(callbacks)
 
 
-def _override_actions() -> dict:
-    """The flags of `nnc train` that override the train block, by their names in Python (dest):
-    fit takes the same settings, checked the same way."""
-    import argparse
-
-    from nnc.training.flags import OVERRIDE_GROUP, add_overrides
-
-    p = argparse.ArgumentParser(add_help=False)
-    add_overrides(p)
-    group = next(g for g in p._action_groups if g.title == OVERRIDE_GROUP)
-    return {a.dest: a for a in group._group_actions}
-
-
 def _flags(model, overrides: dict, **named) -> dict:
     """The settings given (not None), checked against the flags of `nnc train`."""
-    actions = _override_actions()
+    from nnc.training.flags import override_actions
+
+    actions = override_actions()
     given = {k: v for k, v in named.items() if v is not None}
     for key, value in overrides.items():
         key = _ALIASES.get(key, key)

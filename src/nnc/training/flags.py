@@ -32,6 +32,11 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=("sparse_categorical_crossentropy", "categorical_crossentropy",
                                       "binary_crossentropy", "mse", "mae", "huber", "kl_divergence"),
                    help="with Keras's defaults for its options (huber's delta=1.0, no label_smoothing)")
+    g.add_argument("--huber-delta", type=float, metavar="D", help="huber's delta (Keras's default 1.0)")
+    g.add_argument("--label-smoothing", type=float, metavar="F",
+                   help="with categorical_crossentropy or binary_crossentropy: F in [0, 1]")
+    g.add_argument("--metrics", nargs="+", metavar="M", help=f"replace the spec's metrics: {', '.join(METRICS)}")
+    g.add_argument("--top-k", type=int, metavar="K", help="top_k_accuracy's k (Keras's default 5)")
     g.add_argument("--class-weight", type=float, nargs="+", metavar="W",
                    help="one weight per class id, in order, as Keras's class_weight={0: W0, 1: W1, ...}")
     g.add_argument("--validation-split", type=float, metavar="F", help="the last fraction F of the training data")
@@ -41,3 +46,12 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", type=int, metavar="N", help="early stopping after N epochs without improvement")
     g.add_argument("--monitor", choices=tuple(pre + m for pre in ("val_", "") for m in ("loss",) + METRICS),
                    help="what early stopping watches (default: val_loss with validation data, else loss)")
+
+
+def override_actions() -> dict[str, argparse.Action]:
+    """The override flags' argparse actions by their names in Python (dest): what nnc train's flags
+    and nnc.fit's keyword arguments may set, checked the same way."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_overrides(p)
+    group = next(g for g in p._action_groups if g.title == OVERRIDE_GROUP)
+    return {a.dest: a for a in group._group_actions}

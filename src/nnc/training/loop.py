@@ -39,7 +39,7 @@ from nnc.lang.errors import UserError
 from nnc.lang.metric_rules import class_weight_misfit, maximized
 from nnc.lang.model import EarlyStopping, LRSchedule, Model, OptimizerConfig, TrainConfig
 from nnc.lang.weights import atomic_open, init_weights, save_checkpoint
-from nnc.training.losses import loss_and_grad, loss_options, regularization
+from nnc.training.losses import SMOOTHABLE, loss_and_grad, loss_options, regularization
 from nnc.training.metrics import make_metrics
 from nnc.training.schedules import Plateau
 
@@ -122,7 +122,26 @@ def override(cfg: TrainConfig, **flags) -> TrainConfig:
         changes["huber_delta"], changes["label_smoothing"] = 1.0, 0.0
     if flags.get("class_weight") is not None:
         changes["class_weight"] = tuple(float(w) for w in flags["class_weight"])
+    for key in ("huber_delta", "label_smoothing", "top_k"):
+        if flags.get(key) is not None:
+            changes[key] = flags[key]
+    if flags.get("metrics") is not None:
+        changes["metrics"] = _metric_names(flags["metrics"])
     return dataclasses.replace(cfg, optimizer=opt, **changes)
+
+
+def _metric_names(names) -> tuple[str, ...]:
+    """--metrics: Keras's names and aliases, each once, in order (`loss` is always reported)."""
+    from nnc.lang.metric_rules import METRIC_ALIASES, METRICS
+
+    out = []
+    for raw in names:
+        name = METRIC_ALIASES.get(raw, raw)
+        if name not in METRICS:
+            raise UserError(f"unknown metric '{raw}'", help=f"metrics: {', '.join(METRICS)}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 _CLIPS = ("clipnorm", "clipvalue", "global_clipnorm")
@@ -175,6 +194,17 @@ def validate_config(cfg: TrainConfig, validation_data: bool = False) -> None:
     if es is not None and es.monitor.startswith("val_") and not (cfg.validation_split or validation_data):
         raise UserError(f"early stopping monitors {es.monitor}, but there is no validation data",
                         help="set validation_split (or --validation-split), or monitor loss")
+    if not (math.isfinite(cfg.huber_delta) and cfg.huber_delta > 0):
+        raise UserError(f"huber's delta must be positive, received {cfg.huber_delta}")
+    if cfg.huber_delta != 1.0 and cfg.loss != "huber":
+        raise UserError(f"delta is huber's, but the loss is {cfg.loss}", help="add --loss huber, or leave delta out")
+    if not 0 <= cfg.label_smoothing <= 1:
+        raise UserError(f"label_smoothing must be in [0, 1], received {cfg.label_smoothing}")
+    if cfg.label_smoothing and cfg.loss not in SMOOTHABLE:
+        raise UserError(f"{cfg.loss} takes no label_smoothing (Keras's has none)",
+                        help="label_smoothing goes with categorical_crossentropy or binary_crossentropy")
+    if cfg.top_k < 1:
+        raise UserError(f"top_k_accuracy's k must be at least 1, received {cfg.top_k}")
     bad = [w for w in cfg.class_weight if not (math.isfinite(w) and w >= 0)]
     if bad:
         raise UserError(f"class weights must be finite and 0 or more, received {bad[0]}")
