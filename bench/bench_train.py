@@ -340,10 +340,16 @@ def main(argv=None) -> int:
         "",
         prof,
         "",
-        "What dominates: the own time of `Conv.forward` and `Conv.backward` is their matrix products "
-        "(the im2col product forward; the kernel-gradient and column-gradient products backward), "
-        "about two thirds of a step; `Conv.col2im` and `MaxPool._tiled_backward` are the largest "
-        "elementwise parts. The LSTM's time is its two time loops (a [4u x u] product and a few "
+        "What dominates: each convolution followed by a max pool that tiles its output (conv2d_1 "
+        "and conv2d_2 with their maxpool2d) runs as one kernel, `ConvMaxPool` "
+        "(nnc.engines.numpy.kernels_fused): the convolution computes its outputs in the pool's order, "
+        "so the pool is a maximum of whole contiguous blocks and its gradient a masked copy, and the "
+        "input gradient is one product per kernel tap added in place, with no column-gradient matrix "
+        "and no col2im. Its own time is its matrix products (the im2col product forward; the "
+        "kernel-gradient and the per-tap input-gradient products backward), about two thirds of a "
+        "step; the elementwise rest is small (`_pool_grad`, `im2col`). The last convolution "
+        "(`Conv`, 5x5 -> 3x3) and the dense layers are a few percent. The LSTM's time is its two "
+        "time loops (a [4u x u] product and a few "
         "operations on [u x batch] blocks a step, on one core) and three long products (input "
         "projection, weight gradients, input gradient). nnc splits each convnet batch into one "
         "chunk per core, run in threads; the profile above runs one chunk on one thread.",

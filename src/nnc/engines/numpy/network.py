@@ -27,6 +27,7 @@ import numpy as np
 from nnc.engines.numpy import fpenv
 from nnc.engines.numpy import parallel
 from nnc.engines.numpy.kernels import KERNELS, MERGE_KERNELS, Activation, Dropout
+from nnc.engines.numpy.kernels_fused import ConvMaxPool
 from nnc.lang.errors import UserError
 from nnc.lang.kinds import layer_activation
 from nnc.lang.model import Block
@@ -121,6 +122,16 @@ class Network:
             if (isinstance(a, Step) and isinstance(b, Step) and isinstance(a.kernel, Activation)
                     and a.kernel.name == "relu" and b.kind in ("maxpool1d", "maxpool2d")):
                 steps[i], steps[i + 1] = b, a
+        # a convolution then a max pool whose windows tile its output: one kernel, which computes
+        # the convolution in the pool's order (nnc.engines.numpy.kernels_fused)
+        i = 0
+        while i < len(steps) - 1:
+            a, b = steps[i], steps[i + 1]
+            if (isinstance(a, Step) and isinstance(b, Step) and b.kind in ("maxpool1d", "maxpool2d")
+                    and ConvMaxPool.fits(a.kernel, b.kernel)):
+                steps[i] = Step(a.layer, a.kind, ConvMaxPool(a.kernel, b.kernel), a.weight_names)
+                del steps[i + 1]
+            i += 1
         return steps
 
     def _number(self, stack: list, k: int) -> int:
