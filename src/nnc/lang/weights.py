@@ -106,6 +106,15 @@ def available_memory() -> int | None:
     return None
 
 
+def refuse_past_memory(nbytes: int, path: str, what: str) -> None:
+    """Refuse, before reading or unpacking it, a part of a file (`what`: "its external data", ...)
+    that declares more bytes than this machine's free memory (importers of untrusted files)."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise UserError(f"{path}: {what} declares {nbytes:,} bytes, more than the {avail:,} bytes of memory "
+                        "available; refused unread", exit_code=1)
+
+
 def check_fits_in_memory(model: Model, copies: int = 1, what: str = "its weights") -> None:
     """Refuse, before allocating anything, a model whose float32 weights (times `copies`: a
     training run keeps gradients and optimizer slots too) would not fit in this machine's memory."""

@@ -40,6 +40,7 @@ from typing import Any
 from nnc.lang.errors import UserError
 from nnc.lang.kinds import ACTIVATIONS, KINDS
 from nnc.lang.model import Block, Layer, Model, Node
+from nnc.lang.weights import refuse_past_memory
 
 MAX_CONFIG_BYTES = 64 << 20
 """config.json / metadata.json / model_config larger than this are refused unread."""
@@ -526,7 +527,7 @@ def read_keras_file(path: str) -> KerasFile:
             info = z.getinfo("model.weights.h5") if "model.weights.h5" in z.namelist() else None
             arrays: dict[str, list] = {}
             if info is not None:
-                _fits(info.file_size, path, "its model.weights.h5")
+                refuse_past_memory(info.file_size, path, "its model.weights.h5")
                 with tempfile.TemporaryDirectory(prefix="nnc-import-") as tmp:
                     h5path = os.path.join(tmp, "model.weights.h5")
                     with z.open(info) as src, open(h5path, "wb") as dst:
@@ -548,16 +549,6 @@ def read_keras_file(path: str) -> KerasFile:
             return model
     except zipfile.BadZipFile as e:
         raise UserError(f"{path} is not a readable .keras archive: {e}", exit_code=1) from None
-
-
-def _fits(nbytes: int, path: str, what: str) -> None:
-    """Refuse, before unpacking or reading, weights larger than this machine's free memory."""
-    from nnc.lang.weights import available_memory
-
-    avail = available_memory()
-    if avail is not None and nbytes > avail:
-        raise UserError(f"{path}: {what} declares {nbytes:,} bytes, more than the {avail:,} bytes of memory "
-                        "available; refused unread", exit_code=1)
 
 
 def _h5_open(path: str):
@@ -584,7 +575,7 @@ def _array(ds):
 
     if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "fiub":
         raise UserError(f"{ds.file.filename}: {ds.name} is not a numeric array", exit_code=1)
-    _fits(int(ds.size) * ds.dtype.itemsize, ds.file.filename, ds.name)
+    refuse_past_memory(int(ds.size) * ds.dtype.itemsize, ds.file.filename, ds.name)
     return np.asarray(ds[()])
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from nnc.lang.errors import SpecError, UserError
 from nnc.lang.kinds import KINDS, Kind
 from nnc.lang.model import Layer, Model
+from nnc.lang.weights import refuse_past_memory
 from nnc.tools.keras_io import MAX_CONFIG_BYTES, Imported, _short, layer_text
 
 MAX_MODEL_BYTES = 2 * 1024**3
@@ -43,15 +44,6 @@ HASH_KEY = "nnc.source_sha256"
 
 
 # --- reading a model file safely ---------------------------------------------------------------
-
-
-def _fits(nbytes: int, path: str, what: str) -> None:
-    from nnc.lang.weights import available_memory
-
-    avail = available_memory()
-    if avail is not None and nbytes > avail:
-        raise UserError(f"{path}: {what} is {nbytes:,} bytes, more than the {avail:,} bytes of memory available; "
-                        "refused unread", exit_code=1)
 
 
 def read_onnx(path: str):
@@ -67,7 +59,7 @@ def read_onnx(path: str):
         if size > MAX_MODEL_BYTES:
             raise UserError(f"{path} is {size:,} bytes, more than an ONNX model can be (2 GiB; larger weights "
                             "go to external data); refused unread", exit_code=1)
-        _fits(size, path, "the model")
+        refuse_past_memory(size, path, "the model")
         with open(path, "rb") as f:
             data = f.read(MAX_MODEL_BYTES + 1)
     except OSError as e:
@@ -106,7 +98,7 @@ def _load_external(m, path: str) -> None:
                             exit_code=1)
         total += length
     if tensors:
-        _fits(total, path, "its external data")
+        refuse_past_memory(total, path, "its external data")
     for t in tensors:
         entries = {e.key: e.value for e in t.external_data}
         full = os.path.join(folder, entries["location"])
