@@ -35,7 +35,7 @@ from nnc.lang.errors import SpecError, UserError
 from nnc.lang.kinds import KINDS, Kind
 from nnc.lang.model import Layer, Model
 from nnc.lang.weights import refuse_past_memory
-from nnc.tools.keras_io import MAX_CONFIG_BYTES, Imported, _short, layer_text
+from nnc.tools.keras_io import _NAME_RE, _RESERVED, MAX_CONFIG_BYTES, Imported, _short, _spec_name, layer_text
 
 MAX_MODEL_BYTES = 2 * 1024**3
 """A protobuf message cannot be larger: bigger models keep their weights in external data."""
@@ -1137,10 +1137,6 @@ class _Matcher:
         return self._rnn(node, x, a, "rnn", 1)
 
 
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED = {"model", "input", "expect", "train", "branch", "true", "false"}
-
-
 def _module_name(node, kind: str) -> str | None:
     """The layer's name from the exporter's: PyTorch names a module's node `/fc1/Gemm` and its
     weights `fc1.weight`; nnc takes `fc1` (a nested `features.0` becomes `features_0`)."""
@@ -1159,12 +1155,6 @@ def _module_name(node, kind: str) -> str | None:
     return name
 
 
-def _spec_name(path: str) -> str:
-    base = os.path.splitext(os.path.basename(path))[0]  # graph names are exporters' (torch: main_graph)
-    n = re.sub(r"\W", "_", base) or "model"
-    return n if _NAME_RE.match(n) else "_" + n
-
-
 def _spec_text(path: str, m, match: _Matcher, steps: list[_Step], named: bool) -> str:
     x = match.input_value
     shape = ", ".join(map(str, x.shape))
@@ -1176,9 +1166,10 @@ def _spec_text(path: str, m, match: _Matcher, steps: list[_Step], named: bool) -
         line = f"input {inp}: int64[{shape}]" + (f" vocab={vocab}" if vocab else "")
     else:
         line = f"input {inp}: float32[{shape}]"
+    model_name = _spec_name(os.path.splitext(os.path.basename(path))[0])  # not the graph's name (torch: main_graph)
     lines = [f"# imported from {os.path.basename(path)} by nnc import"
              + (f" ({m.producer_name} {m.producer_version})".rstrip() if m.producer_name else ""),
-             f"model {_spec_name(path)}", "", line, ""]
+             f"model {model_name}", "", line, ""]
     if x.layout == "first":
         lines.insert(1, "# the graph's input is channels-first; the spec's is channels-last: transpose inputs "
                         f"[batch, {x.shape[-1]}, {', '.join(map(str, x.shape[:-1]))}] -> [batch, {shape}]")

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from nnc.lang.model import Layer, Model, Node
+from nnc.tools.keras_io import layer_text
 
 STANDALONE = Path(__file__).resolve().parents[1] / "engines" / "torch" / "standalone.py"
 """The torch-only source the files are made of (read as text, never imported here)."""
@@ -128,33 +129,6 @@ def _literal(v) -> str:
     raise TypeError(type(v))
 
 
-def _option_text(opt, v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (tuple, list)) and opt.type.startswith("size"):
-        return "x".join(map(str, v)) if len(set(v)) > 1 else str(v[0])
-    if isinstance(v, (tuple, list)):
-        flat = [x for d in v for x in (d if isinstance(d, (tuple, list)) else (d,))]
-        return "[" + ", ".join(map(str, flat)) + "]"
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def layer_text(layer: Layer) -> str:
-    """The layer as a spec line would write it: its kind and the options that differ from their
-    defaults (positional ones always)."""
-    spec, parts = layer.spec, [layer.kind]
-    for opt in spec.options:
-        v = layer.options.get(opt.name)
-        if v is None:
-            continue
-        if opt.name in spec.positional:
-            parts.append(_option_text(opt, v))
-        elif opt.required or v != opt.default and not (isinstance(opt.default, int) and isinstance(v, tuple)
-                                                       and all(d == opt.default for d in v)):
-            parts.append(f"{opt.name}={_option_text(opt, v)}")
-    return " ".join(parts)
-
-
 def _shape_text(shape) -> str:
     return "[batch" + "".join(f", {d}" for d in shape) + "]"
 
@@ -195,7 +169,7 @@ class _Writer:
             if isinstance(node, Layer):
                 attr = self.layer(node)
                 name = "" if attr == node.name else f"{node.name}: "
-                comment = f"# {name}{layer_text(node)} -> {_shape_text(node.output_shape)}"
+                comment = f"# {name}{layer_text(node.kind, node.options)} -> {_shape_text(node.output_shape)}"
                 code = f"{indent}{dst} = self.{attr}({src})"
                 if len(code) + 2 + len(comment) <= 120:
                     self.body.append(f"{code}  {comment}")

@@ -76,10 +76,12 @@ class Optimizer:
         `iterations`, else the current lr."""
         return step_learning_rate(self.schedule, self.lr, self.iterations)
 
+    _zeros_like = staticmethod(np.zeros_like)  # a slot's first value (the torch engine's: torch.zeros_like)
+
     def _slot(self, slot: str, name: str, like: np.ndarray) -> np.ndarray:
         table = self.state[slot]
         if name not in table:
-            table[name] = np.zeros_like(like)
+            table[name] = self._zeros_like(like)
         return table[name]
 
     def clip(self, grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

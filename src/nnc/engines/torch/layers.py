@@ -18,8 +18,14 @@ from nnc.lang.kinds import ACTIVATIONS, layer_activation
 from nnc.lang.model import Layer
 
 
+def param_name(short: str) -> str:
+    """A weight's attribute (and state_dict) name in a standalone layer: its Keras short name,
+    '.' written '__' (parameter names may not contain dots: attention's `query__kernel`)."""
+    return short.replace(".", "__")
+
+
 def _shapes(layer: Layer) -> dict:
-    return {short.replace(".", "__"): tuple(shape) for short, shape in layer.weights.items()}
+    return {param_name(short): tuple(shape) for short, shape in layer.weights.items()}
 
 
 def _act(layer: Layer) -> dict:

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from nnc.engines.torch import standalone
-from nnc.engines.torch.layers import MERGE_FUNCTIONS, TORCH_EXPORTS
+from nnc.engines.torch.layers import MERGE_FUNCTIONS, TORCH_EXPORTS, param_name
 from nnc.lang.errors import UserError
 from nnc.lang.kinds import layer_activation
 from nnc.lang.model import Block
@@ -49,11 +49,6 @@ from nnc.lang.model import Block
 # cuDNN's RNN would compact the weights into one buffer at every call anyway: they are fresh
 # tensors (Keras layouts transposed) at every step, so its advice to flatten_parameters() does not apply
 warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
-
-
-def _key(short: str) -> str:
-    """A weight's attribute name: parameter names may not contain dots."""
-    return short.replace(".", "__")
 
 
 # --- layers: standalone.py's, with what only the engine needs -------------------------------------
@@ -88,7 +83,7 @@ class TorchLayer(nn.Module):
         names = []
         for short in layer.weights:
             t = torch.as_tensor(np.asarray(weights[f"{layer.name}.{short}"]), device=device).to(dtype).clone()
-            key = _key(short)
+            key = param_name(short)
             self.inner._parameters.pop(key, None)  # the standalone layer's zeros
             self.inner._buffers.pop(key, None)
             if short in frozen:
@@ -99,7 +94,7 @@ class TorchLayer(nn.Module):
         self.weight_names = tuple(names)
 
     def w(self, short: str) -> torch.Tensor:
-        return getattr(self.inner, _key(short))
+        return getattr(self.inner, param_name(short))
 
     def draws(self, n: int) -> list[tuple[int, ...]]:
         return []

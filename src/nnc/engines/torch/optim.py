@@ -32,11 +32,7 @@ class Optimizer(np_optim.Optimizer):
         self.device = torch.device(device)
         super().__init__(cfg, schedule)
 
-    def _slot(self, slot: str, name: str, like: torch.Tensor) -> torch.Tensor:
-        table = self.state[slot]
-        if name not in table:
-            table[name] = torch.zeros_like(like)
-        return table[name]
+    _zeros_like = staticmethod(torch.zeros_like)  # slots as tensors, on the weight's device
 
     def clip(self, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keras's _clip_gradients: clipnorm (per weight), else global_clipnorm, else clipvalue;
