@@ -11,8 +11,9 @@ them read-only there, and tests/backend/test_backend_blocks.py runs every kernel
 
 Everything is vectorized over the batch: a convolution is one im2col copy (a loop over the
 kh*kw window offsets, each a whole-batch slice) and one matrix product; a recurrent layer
-projects the inputs of all time steps in one matrix product and loops only over time, with
-the weight gradients taken after the loop as one product each. Arrays are kept in the
+projects the inputs of all time steps in long matrix products and loops only over time,
+with the weight and input gradients taken as long products too (the LSTM's fast core makes
+them block by block on another core while its loops run: parallel.Background). Arrays are kept in the
 weights' dtype (float32 normally, float64 for gradient checks).
 
 Keras semantics, which these follow exactly: channels-last; conv kernels [kh, kw, in, out];
@@ -701,91 +702,101 @@ class _LstmFast(_Recurrent):
     Laid out for speed, not for reading like Keras: states are kept transposed ([units, batch])
     and the gates reordered to o, i, f, g, so that every gate is a contiguous block of rows
     (numpy is several times slower on column slices), the sigmoid gates are one block, and the
-    three gates that scale dc in backward are another. One tanh per step computes all four:
-    sigmoid(a) = 0.5*tanh(a/2) + 0.5, so the o, i, f rows of the weights are halved (exact in
-    binary) for the forward pass. The input carries a row of ones, so the bias rides in the
-    input projection and its gradient in the kernel's."""
+    three gates that scale dc in backward are another. One exp per step computes all four:
+    sigmoid(a) = 1/(1 + exp(-a)) and tanh(a) = 2*sigmoid(2a) - 1, so the o, i, f rows of the
+    weights are negated and the g rows multiplied by -2 (both exact in binary) for the forward
+    pass. (numpy's float32 exp costs about two thirds of its tanh, and the sigmoid rows need no
+    affine fix after it.) The input carries a row of ones, so the bias rides in the input
+    projection and its gradient in the kernel's."""
 
     def _order(self):
         u = self.units  # internal row k holds Keras gate column order[k]
         return np.r_[3 * u : 4 * u, 0 : 2 * u, 2 * u : 3 * u]
+
+    def _rows(self, dt, sigmoid_rows, g_rows):
+        r = np.full(4 * self.units, sigmoid_rows, dtype=dt)
+        r[3 * self.units :] = g_rows
+        return r
 
     def forward(self, x, w, training=False, rng=None):
         N, T, D = x.shape
         u = self.units
         dt = w["kernel"].dtype
         order = self._order()
-        scale = np.ones(4 * u, dtype=dt)
-        scale[: 3 * u] = 0.5
+        scale = self._rows(dt, -1, -2)  # exp(-a) for the sigmoid rows, exp(-2a) for g
         Wb = np.concatenate([w["kernel"][:, order], w["bias"][order][None]]) * scale  # [D+1, 4u]
         Wt = np.ascontiguousarray(Wb.T)
         Ut = np.ascontiguousarray((w["recurrent_kernel"][:, order] * scale).T)  # [4u, u]
         xT = np.empty((T, D + 1, N), dtype=dt)  # [T, D+1, N]: the input, transposed, and ones
-        xT[:, :D] = x.transpose(1, 2, 0)
-        xT[:, D] = 1
-        # the input projection of every step at once, [T, 4u, N]; its small products are shared
-        # out by steps over the cores
-        S = np.empty((T, 4 * u, N), dtype=dt)
-        parallel.run(lambda ts: np.matmul(Wt, xT[ts], out=S[ts]), parallel.chunks(T, parallel.default_threads()))
+        S = np.empty((T, 4 * u, N), dtype=dt)  # the input projections, then the gate values
         H = np.zeros((T + 1, u, N), dtype=dt)
         C = np.zeros((T + 1, u, N), dtype=dt)
         TC = np.empty((T, u, N), dtype=dt)
         rec = np.empty((4 * u, N), dtype=dt)
         ig = np.empty((u, N), dtype=dt)
-        # in training, backward's factors are computed here, step by step, while each step's
-        # values are still in cache (about half the cost of a pass over all steps afterwards)
         P = np.empty_like(S) if training else None
         Q = np.empty_like(TC) if training else None
-        with BLAS.one_thread():  # the per-step products are too small to share
-            for t in range(T):
-                a = S[t]  # becomes the gate values o, i, f (sigmoid) and g (tanh)
-                np.matmul(Ut, H[t], out=rec)
-                a += rec
-                np.tanh(a, out=a)
-                if training:  # 1 - tanh^2: 1-g^2 for g, and 4 s(1-s) for o, i, f (the 4 is undone in backward)
-                    p = P[t]
-                    np.multiply(a, a, out=p)
-                    np.subtract(1, p, out=p)
-                sig = a[: 3 * u]
-                sig *= 0.5
-                sig += 0.5
-                c = C[t + 1]
-                np.multiply(a[2 * u : 3 * u], C[t], out=c)  # f * c_{t-1}
-                np.multiply(a[u : 2 * u], a[3 * u :], out=ig)  # i * g
-                c += ig
-                tc = TC[t]
-                np.tanh(c, out=tc)
-                np.multiply(a[:u], tc, out=H[t + 1])  # o * tanh(c)
-                if training:
-                    p[:u] *= tc  # dA_o = dh * tanh(c) * o(1-o)
-                    p[u : 2 * u] *= a[3 * u :]  # dA_i = dc * g * i(1-i)
-                    p[2 * u : 3 * u] *= C[t]  # dA_f = dc * c_{t-1} * f(1-f)
-                    p[3 * u :] *= a[u : 2 * u]  # dA_g = dc * i * (1-g^2)
-                    q = Q[t]  # dc += dh * o * (1 - tanh(c)^2)
-                    np.multiply(tc, tc, out=q)
-                    np.subtract(1, q, out=q)
-                    q *= a[:u]
+
+        def project(t0, t1):  # the input projection of a block of steps
+            xb = xT[t0:t1]
+            xb[:, :D] = x[:, t0:t1].transpose(1, 2, 0)
+            xb[:, D] = 1
+            np.matmul(Wt, xb, out=S[t0:t1])
+
+        def factors(t0, t1):  # backward's factors of a block of finished steps
+            self._factors(S[t0:t1], C[t0:t1], TC[t0:t1], u, P[t0:t1], Q[t0:t1])
+
+        # Another core projects the inputs a block of steps ahead of the loop and, in training,
+        # computes backward's factors a block behind it; the loop keeps only the recurrence.
+        # (With one core the same tasks run in this thread: results do not depend on it.)
+        block = -(-T // 16)
+        with parallel.Background() as helper:
+            for t0 in range(0, T, block):
+                helper.submit(project, t0, min(t0 + block, T))
+            # exp overflows to inf for gates far in saturation, and 1/(1 + inf) is the exact 0
+            with BLAS.one_thread(), np.errstate(over="ignore"):  # the per-step products are too small to share
+                for t in range(T):
+                    if t % block == 0:
+                        helper.wait(t // block + 1)
+                    a = S[t]  # becomes the gate values o, i, f (sigmoid) and g (tanh)
+                    np.matmul(Ut, H[t], out=rec)
+                    a += rec
+                    np.exp(a, out=a)
+                    a += 1
+                    np.reciprocal(a, out=a)  # sigmoid: of a for o, i, f, of 2a for g
+                    g = a[3 * u :]
+                    g *= 2
+                    g -= 1  # tanh(a_c) = 2 sigmoid(2 a_c) - 1
+                    c = C[t + 1]
+                    np.multiply(a[2 * u : 3 * u], C[t], out=c)  # f * c_{t-1}
+                    np.multiply(a[u : 2 * u], g, out=ig)  # i * g
+                    c += ig
+                    np.tanh(c, out=TC[t])
+                    np.multiply(a[:u], TC[t], out=H[t + 1])  # o * tanh(c)
+                    if training and ((t + 1) % block == 0 or t == T - 1):
+                        helper.submit(factors, t - t % block, t + 1)
+            helper.results()
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
         return y, (xT, H, C, TC, S, (P, Q) if training else None)
 
     @staticmethod
     def _factors(S, Cprev, TC, u, P, Q):
         """The factors that turn the carries (dh, dc) into gate pre-activation gradients, into
-        P and Q, for all steps at once (the training forward makes them step by step).
+        P and Q, for a block of steps at once (in training, forward makes them block by block).
         S: gate values [steps, 4u, N]; Cprev: c_{t-1} [steps, u, N]; TC: tanh(c_t).
-        The o, i, f rows of P carry a factor 4, as the forward's do: 4 s(1-s) = 1 - tanh(a/2)^2."""
+        The g rows of P carry a factor 1/4, as the forward's do: (1-g^2)/4 = s(1-s) of 2a."""
         o, i, g = S[:, :u], S[:, u : 2 * u], S[:, 3 * u :]
         ps = P[:, : 3 * u]
         np.subtract(1, S[:, : 3 * u], out=ps)
-        ps *= S[:, : 3 * u]
-        ps *= 4  # 4 s(1-s) for o, i, f
+        ps *= S[:, : 3 * u]  # s(1-s) for o, i, f
         P[:, :u] *= TC  # dA_o = dh * tanh(c) * o(1-o)
         P[:, u : 2 * u] *= g  # dA_i = dc * g * i(1-i)
         P[:, 2 * u : 3 * u] *= Cprev  # dA_f = dc * c_{t-1} * f(1-f)
         pg = P[:, 3 * u :]
         np.multiply(g, g, out=pg)
         np.subtract(1, pg, out=pg)
-        pg *= i  # dA_g = dc * i * (1-g^2)
+        pg *= 0.25
+        pg *= i  # dA_g = dc * i * (1-g^2) / 4
         np.multiply(TC, TC, out=Q)
         np.subtract(1, Q, out=Q)
         Q *= o  # dc += dh * o * (1 - tanh(c)^2)
@@ -801,14 +812,15 @@ class _LstmFast(_Recurrent):
             self._factors(S, C[:-1], TC, u, *factors)
         P, Q = factors
         f = S[:, 2 * u : 3 * u]
-        # dA below is 4x the true gradient in the o, i, f rows (P's factor 4): every product
-        # that reads dA takes the 1/4 in its other operand or its result
-        quarter = np.ones(4 * u, dtype=S.dtype)
-        quarter[: 3 * u] = 0.25
-        U = np.ascontiguousarray(w["recurrent_kernel"][:, order] * quarter)  # [u, 4u]
-        # dA is gate-major, [4u, T, N]: each step writes rows of N values, and afterwards every
-        # weight gradient is one matrix product over all (step, sample) pairs of a free view
+        # dA below is 1/4 of the true gradient in the g rows (P's factor 1/4): every product
+        # that reads dA takes the 4 in its other operand or its result
+        undo = self._rows(S.dtype, 1, 4)
+        U = np.ascontiguousarray(w["recurrent_kernel"][:, order] * undo)  # [u, 4u]
+        # dA is gate-major, [4u, T, N]: each step writes rows of N values, and a block of steps
+        # is a free [4u, (step, sample)] view, whose weight and input gradients are one matrix
+        # product each
         dA = np.empty((4 * u, T, N), dtype=S.dtype)
+        dA2 = dA.reshape(4 * u, T * N)
         if self.return_sequences:
             dHs = np.ascontiguousarray(dy.transpose(1, 2, 0))  # [T, u, N]
             dh = np.zeros((u, N), dtype=S.dtype)
@@ -818,40 +830,47 @@ class _LstmFast(_Recurrent):
         tmp = np.empty((u, N), dtype=S.dtype)
         P4 = P.reshape(T, 4, u, N)  # views made once: a reshape per step costs more than its multiply
         dA4 = dA.reshape(4, u, T, N)
-        with BLAS.one_thread():  # the per-step products are too small to share
-            for t in range(T - 1, -1, -1):
-                if self.return_sequences:
-                    dh += dHs[t]
-                np.multiply(dh, Q[t], out=tmp)
-                dc += tmp
-                np.multiply(P4[t, 0], dh, out=dA4[0, :, t])  # o
-                np.multiply(P4[t, 1:], dc, out=dA4[1:, :, t])  # i, f, g
-                dc *= f[t]
-                dh = U @ dA[:, t]
-        dA2 = dA.reshape(4 * u, T * N)
-        # kernel, bias and recurrent kernel in one product: the operand stacks the input, the
-        # ones row and h_{t-1}, each [rows, (step, sample)]; as the right operand transposed,
-        # OpenBLAS splits this long product well over threads
-        xh = np.empty((D1 + u, T, N), dtype=S.dtype)
-        xh[:D1] = xT.transpose(1, 0, 2)
-        xh[D1:] = H[:-1].transpose(1, 0, 2)
-        xh2 = xh.reshape(D1 + u, T * N)
-        # long products with small results: OpenBLAS splits them poorly, so split the
-        # (step, sample) axis over the cores here, one BLAS thread each
-        cols = parallel.chunks(T * N, parallel.default_threads())
-        G = sum(parallel.run(lambda c: dA2[:, c] @ xh2[:, c].T, cols))  # [4u, D+1+u]
-        G *= quarter[:, None]
+        # the input gradient transposed, [D, (step, sample)]: each feature's values contiguous,
+        # as the embedding's backward reads them (one bincount per feature)
+        Wp = (w["kernel"][:, order] * undo).astype(S.dtype)  # [D, 4u]
+        dxT = np.empty((D, T * N), dtype=S.dtype) if need_dx else None
+
+        def products(t0, t1):
+            """A block of finished steps: the weight gradients (kernel, bias and recurrent
+            kernel in one product; the operand stacks the input, the ones row and h_{t-1},
+            each [rows, (step, sample)]) and the input gradient."""
+            cols = slice(t0 * N, t1 * N)
+            xh = np.empty((D1 + u, t1 - t0, N), dtype=S.dtype)
+            xh[:D1] = xT[t0:t1].transpose(1, 0, 2)
+            xh[D1:] = H[t0:t1].transpose(1, 0, 2)
+            if need_dx:
+                np.matmul(Wp, dA2[:, cols], out=dxT[:, cols])
+            return dA2[:, cols] @ xh.reshape(D1 + u, -1).T  # [4u, D+1+u]
+
+        # while the loop runs on, another core takes each block of steps as soon as it is done
+        # (the same blocks, in the same order, with one core: the sums do not depend on it)
+        block = -(-T // 16)
+        with parallel.Background() as helper:
+            with BLAS.one_thread():  # the per-step products are too small to share
+                for t in range(T - 1, -1, -1):
+                    if self.return_sequences:
+                        dh += dHs[t]
+                    np.multiply(dh, Q[t], out=tmp)
+                    dc += tmp
+                    np.multiply(P4[t, 0], dh, out=dA4[0, :, t])  # o
+                    np.multiply(P4[t, 1:], dc, out=dA4[1:, :, t])  # i, f, g
+                    dc *= f[t]
+                    dh = U @ dA[:, t]
+                    if t % block == 0:
+                        helper.submit(products, t, min(t + block, T))
+            G = sum(helper.results())
+        G *= undo[:, None]
         grads = {"kernel": np.empty_like(w["kernel"]), "recurrent_kernel": np.empty_like(w["recurrent_kernel"]),
                  "bias": np.empty_like(w["bias"])}
         grads["kernel"][:, order] = G[:, :D].T
         grads["bias"][order] = G[:, D]
         grads["recurrent_kernel"][:, order] = G[:, D1:].T
-        dx = None
-        if need_dx:
-            WpT = np.ascontiguousarray((w["kernel"][:, order] * quarter).T)
-            dx2 = np.empty((T * N, D), dtype=S.dtype)
-            parallel.run(lambda c: np.matmul(dA2[:, c].T, WpT, out=dx2[c]), cols)
-            dx = dx2.reshape(T, N, D).transpose(1, 0, 2)
+        dx = dxT.reshape(D, T, N).transpose(2, 1, 0) if need_dx else None
         return dx, grads
 
 

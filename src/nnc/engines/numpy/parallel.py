@@ -9,6 +9,10 @@ oversubscribed.
 
 NNC_THREADS sets the number of chunks (1 turns this off); by default it is the number of
 cores this process may run on.
+
+A model with a recurrent layer runs its batch whole (its time loop is thousands of small
+operations, too small to share): there a second core takes the layer's long products instead,
+block by block while the loop runs (Background, below).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -169,6 +174,96 @@ def run(fn, items: list) -> list:
 def _under(mxcsr, fn, item):
     with fpenv.same_as(mxcsr):
         return fn(item)
+
+
+class Background:
+    """Tasks run in order on one other core while the calling thread goes on: a recurrent
+    layer hands its long products (weight and input gradients of the steps done so far) to it
+    block by block while its time loop runs on. Few, large tasks: each takes the GIL only to
+    start and to end, so the loop's many small operations are barely slowed.
+
+    Used as a context manager. Without a second core, without control of BLAS's threads, or
+    inside a parallel run (the cores are taken), submit() runs each task at once in the caller:
+    the same tasks, in the same order, so the results do not depend on where they ran. BLAS
+    is held to one thread while the helper may run (each side is one core).
+
+        with Background() as bg:
+            bg.submit(fn, *args)  # returns at once
+            ...
+            bg.wait(k)  # until the first k tasks are done
+            results = bg.results()  # waits; the tasks' return values in submission order
+    """
+
+    def __init__(self, threads: int | None = None):
+        self.threads = default_threads() if threads is None else threads
+        self._active = False
+        self._done: list = []
+        self._error: BaseException | None = None
+        self._progress = threading.Condition()
+
+    def __enter__(self):
+        global _pool, _pool_size
+        if self.threads >= 2 and BLAS.controllable and _busy.acquire(blocking=False):
+            self._active = True
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nnc-chunk")
+                _pool_size = 1
+            self._before = BLAS.get()
+            BLAS.set(1)
+            self._queue = queue.SimpleQueue()
+            self._worker = _pool.submit(_under, fpenv.get_mxcsr(), self._work, None)
+        return self
+
+    def _work(self, _):
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            if self._error is not None:
+                continue  # a task failed: skip the rest, the caller hears of it in results()
+            fn, args = task
+            try:
+                out = fn(*args)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller in results()
+                out, self._error = None, e
+            with self._progress:
+                if self._error is None:
+                    self._done.append(out)
+                self._progress.notify_all()
+
+    def submit(self, fn, *args) -> None:
+        if self._active:
+            self._queue.put((fn, args))
+        else:
+            self._done.append(fn(*args))
+
+    def wait(self, n: int) -> None:
+        """Until the first n tasks are done (a task's failure raises here)."""
+        with self._progress:
+            while len(self._done) < n and self._error is None and self._active:
+                self._progress.wait()
+        if self._error is not None:
+            self.results()
+
+    def results(self) -> list:
+        self._stop()
+        if self._error is not None:
+            raise self._error
+        return self._done
+
+    def _stop(self) -> None:
+        if self._active:
+            self._active = False
+            try:
+                self._queue.put(None)
+                self._worker.result()
+            finally:
+                BLAS.set(self._before)
+                _busy.release()
+
+    def __exit__(self, *exc):
+        self._stop()  # also when the caller failed: the helper ends before the arrays go
+        return False
 
 
 def chunks(n: int, threads: int) -> list[slice]:
