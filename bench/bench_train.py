@@ -314,6 +314,7 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
     load = (f"Load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
             f"{', '.join(f'{v:.2f}' for v in load_after)} after.")
+    table = merge_rows(read_section("bench_train"), rows)
     body = "\n".join([
         f"Epoch time of training, NumPy backend (nnc) against PyTorch {_torch_version()} on the CPU with "
         f"2 threads, the same synthetic data; the fastest of {args.rounds * args.epochs} epochs each "
@@ -329,8 +330,9 @@ def main(argv=None) -> int:
         "",
         TABLE_HEADER,
         TABLE_RULE,
-        *[_row(cells) for cells in merge_rows(read_section("bench_train"), rows)],
+        *[_row(cells) for cells in table],
         "",
+        *older_rows_note(table, when),
         "Every epoch (s): " + "; ".join(f"{w}: nnc {r['nnc']['all']}, PyTorch {r['torch']['all']}"
                                          for w, r in results.items()) + ".",
         "",
@@ -415,6 +417,18 @@ def merge_rows(section: str | None, new_rows: list[list[str]]) -> list[list[str]
     measured = {(r[0], r[2]) for r in new_rows}
     kept = [r for r in table_rows(section or "") if (r[0], r[2]) not in measured]
     return sorted(kept + new_rows, key=lambda r: (r[1], r[0], r[2]))
+
+
+def older_rows_note(table: list[list[str]], when: str) -> list[str]:
+    """A paragraph naming the rows kept from earlier runs (other CPUs, not measured now): they
+    predate whatever changed since their commit."""
+    older = sorted({(r[0], r[-1]) for r in table if r[-1] != when})
+    if not older:
+        return []
+    which = "; ".join(f"{cpu_model} ({measured})" for cpu_model, measured in older)
+    return [f"Rows kept from earlier runs, not measured again in this one: {which}. They predate "
+            f"the changes to nnc since their commit (`git log --oneline COMMIT.. -- src/nnc/engines/numpy`).",
+            ""]
 
 
 def _work(results: dict) -> str:

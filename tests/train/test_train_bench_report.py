@@ -45,6 +45,15 @@ def test_an_intel_run_keeps_the_amd_rows_of_an_old_section():
     assert amd[3:8] == ["5.17 s", "4.97 s", "**1.04**", "170 MB", "414 MB"] and amd[8] == "2026-11-30, 443222c"
 
 
+def test_rows_kept_from_earlier_runs_are_named_as_such():
+    when = "2026-12-01, abc1234"
+    rows = bench_train.merge_rows(OLD, _rows(XEON, "Intel", "0.50", when=when))
+    note = bench_train.older_rows_note(rows, when)
+    assert note[0].startswith("Rows kept from earlier runs, not measured again in this one: AMD EPYC (2026-11-30, 443222c).")
+    assert XEON not in note[0]
+    assert bench_train.older_rows_note(_rows(XEON, "Intel", "0.50", when=when), when) == []
+
+
 def test_a_run_replaces_only_its_own_cpus_rows_of_the_workloads_it_measured(tmp_path, monkeypatch):
     monkeypatch.setattr(_report, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setenv("NNC_BENCH_COMMIT", "abc1234")
