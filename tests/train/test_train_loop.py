@@ -245,3 +245,18 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     assert meta["epoch"] == 1
     with np.load(out / "weights.npz") as w:
         assert "dense_2.kernel" in w.files
+
+
+def test_curves_show_the_loss_and_every_metric(tmp_path):
+    from nnc.training.loop import curve_panels, plot_curves
+
+    history = {"val_loss": [0.9, 0.8], "mae": [0.5, 0.4], "loss": [1.0, 0.7], "auc": [0.6, 0.7],
+               "val_mae": [0.6, 0.5], "val_auc": [0.5, 0.6], "precision": [0.5, 0.6], "recall": [0.4, 0.5]}
+    assert curve_panels(history) == ["loss", "mae", "auc", "precision", "recall"]
+    assert curve_panels({"loss": [1.0]}) == ["loss"]
+    path = tmp_path / "curves.png"
+    plot_curves(history, str(path), title="m")
+    png = path.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1500, 720)  # three panels to a row, two rows, at 100 dpi

@@ -775,18 +775,28 @@ def read_state(out: str) -> tuple[dict[str, np.ndarray], dict]:
 # --- curves ------------------------------------------------------------------------------------
 
 
+def curve_panels(history: dict) -> list[str]:
+    """The quantities plot_curves draws, one panel each: the loss, then every metric the history
+    holds (accuracy, mae, auc, ...), in the history's order; each panel also shows val_<name>."""
+    names = [k for k, v in history.items() if isinstance(v, list) and not k.startswith("val_")]
+    return sorted(names, key=lambda k: k != "loss")
+
+
 def plot_curves(history: dict, path: str, title: str = "") -> None:
-    """Loss and accuracy per epoch, training and validation, as a PNG (written atomically)."""
+    """The loss and every metric per epoch, training and validation, as a PNG (written
+    atomically): one panel each, three to a row."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    panels = [m for m in ("loss", "accuracy") if m in history]
-    fig = Figure(figsize=(5 * len(panels), 3.6))
+    panels = curve_panels(history)
+    cols = min(3, max(1, len(panels)))
+    rows = -(-len(panels) // cols) or 1
+    fig = Figure(figsize=(5 * cols, 3.6 * rows))
     for i, metric in enumerate(panels, start=1):
-        ax = fig.add_subplot(1, len(panels), i)
+        ax = fig.add_subplot(rows, cols, i)
         for key, label, style in ((metric, "training", "-o"), (f"val_{metric}", "validation", "--s")):
             if key in history:
                 ys = history[key]
@@ -795,7 +805,8 @@ def plot_curves(history: dict, path: str, title: str = "") -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if f"val_{metric}" in history:  # a lone line needs no legend (learning_rate has none)
+            ax.legend()
     if title:
         fig.suptitle(title)
     fig.tight_layout()
