@@ -13,8 +13,8 @@ Everything is vectorized over the batch: a convolution is one im2col copy (a loo
 kh*kw window offsets, each a whole-batch slice) and one matrix product; a recurrent layer
 projects the inputs of all time steps in long matrix products and loops only over time,
 with the weight and input gradients taken as long products too (the LSTM's fast core makes
-them block by block on another core while its loops run: parallel.Background). Arrays are kept in the
-weights' dtype (float32 normally, float64 for gradient checks).
+them block by block on another core while its loops run: parallel.Background). Arrays are
+kept in the weights' dtype (float32 normally, float64 for gradient checks).
 
 Keras semantics, which these follow exactly: channels-last; conv kernels [kh, kw, in, out];
 `same` padding puts the odd pixel at the end (nnc.lang.kinds.same_pads); max pooling pads with
@@ -714,6 +714,7 @@ class _LstmFast(_Recurrent):
         return np.r_[3 * u : 4 * u, 0 : 2 * u, 2 * u : 3 * u]
 
     def _rows(self, dt, sigmoid_rows, g_rows):
+        """A factor per internal row: one value for the o, i, f rows, another for g."""
         r = np.full(4 * self.units, sigmoid_rows, dtype=dt)
         r[3 * self.units :] = g_rows
         return r
