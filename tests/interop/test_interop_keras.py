@@ -446,6 +446,26 @@ def test_model_compile_becomes_the_train_block(tmp_path):
     assert "not imported from model.compile: loss categorical_crossentropy from_logits=True" in r.source
 
 
+def test_model_compile_amsgrad_becomes_the_optimizer_option(tmp_path):
+    """Keras's Adam/AdamW(amsgrad=True) import as `amsgrad=true` (not as a note), in .keras and .h5;
+    amsgrad=False is Keras's default and is left out."""
+    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")], name="ams")
+    for opt, name, wd in ((keras.optimizers.Adam(0.01, amsgrad=True), "adam", 0.0),
+                          (keras.optimizers.AdamW(0.01, amsgrad=True), "adamw", 0.004)):
+        km.compile(optimizer=opt, loss="sparse_categorical_crossentropy")
+        assert km.optimizer.get_config()["amsgrad"] is True
+        for f in (f"{name}.keras", f"{name}.h5"):
+            km.save(str(tmp_path / f))
+            r, _ = run_import(tmp_path / f, tmp_path)
+            o = r.model.train.optimizer
+            assert (o.name, o.lr, o.amsgrad, o.weight_decay) == (name, 0.01, True, wd), f
+            assert "amsgrad=true" in r.source and "not imported" not in r.source, f
+    km.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    km.save(str(tmp_path / "plain.keras"))
+    r, _ = run_import(tmp_path / "plain.keras", tmp_path)
+    assert r.model.train.optimizer.amsgrad is False and "amsgrad" not in r.source
+
+
 def test_a_graph_that_is_not_a_nest_of_blocks_is_refused(tmp_path, capsys):
     L = keras.layers
     x = keras.Input((4,))

@@ -28,6 +28,9 @@ CASES = [
     ("nadam", dict(lr=0.01, clipvalue=0.3), None),
     ("adagrad", dict(lr=0.1), LRSchedule("exponential", decay_steps=2, decay_rate=0.5)),
     ("sgd", dict(lr=0.1, momentum=0.5), LRSchedule("cosine", decay_steps=3, alpha=0.1)),
+    # amsgrad with a small beta_2, so that v shrinks on these gradients and v_hat (its maximum) differs
+    ("adam", dict(lr=0.01, beta_2=0.5, amsgrad=True), None),
+    ("adamw", dict(lr=0.02, beta_2=0.6, weight_decay=0.01, clipnorm=1.0, amsgrad=True), None),
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in kw.items())}{'-' + s.kind if s else ''}" for n, kw, s in CASES]
 
@@ -72,14 +75,17 @@ def test_steps_and_state_match_nnc_optim(name, kw, schedule, dtype):
             np.testing.assert_allclose(wb[k].numpy(), wa[k], **tol, err_msg=k)
     sa, sb = a.state_arrays(), b.state_arrays()
     assert sorted(sa) == sorted(sb)
+    if kw.get("amsgrad"):  # the running maximum is used: it is above v somewhere
+        assert sorted(sa) == sorted(f"{s}/{k}" for s in ("m", "v", "v_hat") for k in SHAPES)
+        assert any((sb[f"v_hat/{k}"] > sb[f"v/{k}"] * 1.01).any() for k in SHAPES)
     for k in sa:
         assert sa[k].shape == sb[k].shape and sa[k].dtype == sb[k].dtype, k
         np.testing.assert_allclose(sb[k], sa[k], **tol, err_msg=k)
     assert a.iterations == b.iterations == len(grads)
 
 
-@pytest.mark.parametrize("name,kw,schedule", [CASES[1], CASES[4], CASES[6], CASES[8], CASES[9]],
-                         ids=[IDS[1], IDS[4], IDS[6], IDS[8], IDS[9]])
+@pytest.mark.parametrize("name,kw,schedule", [CASES[1], CASES[4], CASES[6], CASES[8], CASES[9], CASES[11]],
+                         ids=[IDS[1], IDS[4], IDS[6], IDS[8], IDS[9], IDS[11]])
 def test_a_checkpoint_resumes_in_the_other_engine(name, kw, schedule):
     cfg = OptimizerConfig(name, **kw)
     rng = np.random.default_rng(5)
@@ -104,3 +110,42 @@ def test_a_checkpoint_resumes_in_the_other_engine(name, kw, schedule):
     w = _np_run(second, {k: v.numpy().copy() for k, v in tw.items()}, grads[3:])
     for k in SHAPES:
         np.testing.assert_allclose(w[k], whole[k], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("name,kw", [("adam", dict(lr=0.01, amsgrad=True)),
+                                     ("adamw", dict(lr=0.02, beta_2=0.9, weight_decay=0.05, amsgrad=True))])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_amsgrad_matches_keras(name, kw, dtype):
+    """The torch engine's amsgrad against Keras 3's Adam/AdamW(amsgrad=True) directly, step by
+    step: weights, and v_hat against Keras's _velocity_hats, on gradients whose scale falls (so
+    that v shrinks and v_hat, its running maximum, stays above it)."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(8)
+    w0 = {k: rng.normal(size=s).astype(dtype) for k, s in SHAPES.items()}
+    grads = [{k: rng.normal(scale=sc, size=s).astype(dtype) for k, s in SHAPES.items()}
+             for sc in (3.0, 2.0, 0.3, 0.05, 1.0, 0.02, 0.01)]
+    opt = t_optim.make_optimizer(OptimizerConfig(name, **kw))
+    theirs = {("learning_rate" if k == "lr" else k): v for k, v in kw.items()}
+    old = keras.config.floatx()
+    keras.config.set_floatx("float64" if dtype == np.float64 else "float32")
+    try:
+        kopt = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}[name](**theirs)
+        kvars = {k: keras.Variable(v.copy(), dtype=dtype) for k, v in w0.items()}
+        w = {k: torch.from_numpy(v.copy()) for k, v in w0.items()}
+        tol = dict(rtol=1e-9, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-6)
+        for step, g in enumerate(grads):
+            opt.step(w, {k: torch.from_numpy(v) for k, v in g.items()})
+            kopt.apply_gradients([(keras.ops.convert_to_tensor(g[k]), kvars[k]) for k in SHAPES])
+            for k in SHAPES:
+                i = kopt._get_variable_index(kvars[k])
+                np.testing.assert_allclose(w[k].numpy(), np.asarray(kvars[k].numpy()), **tol,
+                                           err_msg=f"{name} step {step + 1} {k}")
+                np.testing.assert_allclose(opt.state["v_hat"][k].numpy(), np.asarray(kopt._velocity_hats[i].numpy()),
+                                           **tol, err_msg=f"{name} step {step + 1} v_hat/{k}")
+    finally:
+        keras.config.set_floatx(old)
+    assert any((opt.state["v_hat"][k] > opt.state["v"][k] * (1 + 1e-3)).any() for k in SHAPES)

@@ -76,14 +76,16 @@ CLIP_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")
 _CLIP = tuple(Opt(name, "float", None, minimum=0.0) for name in CLIP_OPTIONS)
 _LR3 = Opt("lr", "float", 0.001, aliases=("learning_rate",), minimum=0.0)
 _BETAS = (Opt("beta_1", "float", 0.9, minimum=0.0, maximum=1.0), Opt("beta_2", "float", 0.999, minimum=0.0, maximum=1.0))
+# adam's and adamw's only (Keras's Nadam has none)
+_AMSGRAD = Opt("amsgrad", "bool", False, doc="AMSGrad: divide by the running maximum of the second moment v")
 # each optimizer's options with Keras 3's defaults (nnc.training.optim has the update rules)
 OPTIMIZERS: dict[str, tuple[Opt, ...]] = {
     "sgd": (Opt("lr", "float", 0.01, aliases=("learning_rate",), minimum=0.0),
             Opt("momentum", "float", 0.0, minimum=0.0, maximum=1.0), _WD, Opt("nesterov", "bool", False)) + _CLIP,
     "rmsprop": (_LR3, Opt("rho", "float", 0.9, minimum=0.0, maximum=1.0),
                 Opt("momentum", "float", 0.0, minimum=0.0, maximum=1.0), _EPS, _WD) + _CLIP,
-    "adam": (_LR3,) + _BETAS + (_EPS, _WD) + _CLIP,
-    "adamw": (_LR3,) + _BETAS + (_EPS, Opt("weight_decay", "float", 0.004, minimum=0.0)) + _CLIP,
+    "adam": (_LR3,) + _BETAS + (_EPS, _WD, _AMSGRAD) + _CLIP,
+    "adamw": (_LR3,) + _BETAS + (_EPS, Opt("weight_decay", "float", 0.004, minimum=0.0), _AMSGRAD) + _CLIP,
     "nadam": (_LR3,) + _BETAS + (_EPS, _WD) + _CLIP,
     "adagrad": (_LR3, Opt("initial_accumulator_value", "float", 0.1, minimum=0.0), _EPS, _WD) + _CLIP,
 }

@@ -124,6 +124,7 @@ class OptimizerConfig:
     beta_2: float = 0.999
     epsilon: float = 1e-7
     initial_accumulator_value: float = 0.1  # adagrad
+    amsgrad: bool = False  # adam, adamw: Keras's AMSGrad (the update divides by the running maximum of v)
     # gradient clipping, Keras's base-optimizer options (at most one; None: off)
     clipnorm: float | None = None
     clipvalue: float | None = None

@@ -1345,8 +1345,8 @@ _LOSS_NAMES = {"sparse_categorical_crossentropy": "sparse_categorical_crossentro
                "huber": "huber", "kl_divergence": "kl_divergence", "kld": "kl_divergence",
                "kullback_leibler_divergence": "kl_divergence"}
 _OPTIMIZER_KEYS = {"sgd": ("momentum", "nesterov", "weight_decay"), "rmsprop": ("rho", "momentum", "epsilon", "weight_decay"),
-                   "adam": ("beta_1", "beta_2", "epsilon", "weight_decay"),
-                   "adamw": ("beta_1", "beta_2", "epsilon", "weight_decay"),
+                   "adam": ("beta_1", "beta_2", "epsilon", "weight_decay", "amsgrad"),
+                   "adamw": ("beta_1", "beta_2", "epsilon", "weight_decay", "amsgrad"),
                    "nadam": ("beta_1", "beta_2", "epsilon", "weight_decay"),
                    "adagrad": ("initial_accumulator_value", "epsilon", "weight_decay")}
 
@@ -1410,7 +1410,7 @@ def train_block(cc: dict | None) -> list[str]:
                         words.append(f"{key}={_f32(oc[key])}")
                 for key, default in (("use_ema", False), ("amsgrad", False), ("gradient_accumulation_steps", None),
                                      ("loss_scale_factor", None)):
-                    if oc.get(key, default) != default:
+                    if key not in _OPTIMIZER_KEYS[name] and oc.get(key, default) != default:
                         notes.append(f"optimizer {key}={_short(oc[key])}")
                 lines.append("  " + " ".join(words))
             else:

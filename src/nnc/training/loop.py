@@ -237,6 +237,8 @@ def describe(cfg: TrainConfig) -> str:
     extra = "".join(f" {k}={getattr(o, k):g}" for k in ("momentum", "weight_decay") if getattr(o, k))
     if o.nesterov:
         extra += " nesterov=true"
+    if o.amsgrad:
+        extra += " amsgrad=true"
     extra += "".join(f" {k}={getattr(o, k):g}" for k in _CLIPS if getattr(o, k) is not None)
     if cfg.lr_schedule is not None:
         extra += f", lr_schedule {describe_schedule(cfg.lr_schedule)}"
@@ -518,8 +520,9 @@ class Trainer:
         parallel.keep_freed_memory()
         from nnc.lang.weights import check_fits_in_memory
 
-        # weights, gradients and up to two optimizer slots live at once
-        check_fits_in_memory(model, copies=4, what="training (weights, gradients and optimizer slots)")
+        # weights, gradients and up to two optimizer slots live at once (three: adam's amsgrad)
+        check_fits_in_memory(model, copies=4 + bool(cfg.optimizer.amsgrad),
+                             what="training (weights, gradients and optimizer slots)")
         # the engine computes (a step, inference); this loop owns data, logs, checkpoints and callbacks
         self.net = make_engine(engine, model, init_weights(model, cfg.seed), cfg, device, world)
         self.opt = self.net.opt

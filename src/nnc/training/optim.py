@@ -27,7 +27,9 @@ where the previous step is the velocity v (the momentum-carried part of the last
              (with momentum: m <- momentum m + lr g / sqrt(s + epsilon);  w <- w - m)
     Adam     m <- m + (1 - beta_1)(g - m);   v <- v + (1 - beta_2)(g^2 - v)
              w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)
-    AdamW    Adam with weight_decay=0.004 by default (Keras 3's AdamW is exactly that)
+             (amsgrad: a third slot v_hat, from zeros: v_hat <- max(v_hat, v), and the update
+             divides by sqrt(v_hat) + epsilon in place of sqrt(v) + epsilon)
+    AdamW    Adam with weight_decay=0.004 by default (Keras 3's AdamW is exactly that, amsgrad too)
     Nadam    u_t = beta_1 (1 - 0.5 * 0.96^t);  u_product <- u_product * u_t  (a scalar state,
              checkpointed: the product of u_1..u_t)
              m <- m + (1 - beta_1)(g - m);   v <- v + (1 - beta_2)(g^2 - v)
@@ -194,6 +196,10 @@ class Adam(Optimizer):
         self.beta_1 = float(cfg.beta_1)
         self.beta_2 = float(cfg.beta_2)
         self.epsilon = float(cfg.epsilon)
+        self.amsgrad = bool(cfg.amsgrad)
+        if self.amsgrad:  # Keras's velocity_hats, checkpointed as `v_hat/WEIGHT`
+            self.slots = ("m", "v", "v_hat")
+            self.state = {s: {} for s in self.slots}
 
     def _begin_step(self):
         t = self.iterations + 1
@@ -204,6 +210,10 @@ class Adam(Optimizer):
         v = self._slot("v", name, w)
         m += (1 - self.beta_1) * (g - m)
         v += (1 - self.beta_2) * (np.square(g) - v)
+        if self.amsgrad:  # Keras's velocity_hats: the running maximum of v
+            v_hat = self._slot("v_hat", name, w)
+            np.maximum(v_hat, v, out=v_hat)
+            v = v_hat
         w -= self._alpha * m / (np.sqrt(v) + self.epsilon)
 
 

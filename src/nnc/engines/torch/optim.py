@@ -120,6 +120,9 @@ class Adam(Optimizer, np_optim.Adam):
         v = self._slot("v", name, w)
         m.add_((g - m) * (1 - self.beta_1))
         v.add_((g.square() - v) * (1 - self.beta_2))
+        if self.amsgrad:  # Keras's velocity_hats: the running maximum of v
+            v_hat = self._slot("v_hat", name, w)
+            v = torch.maximum(v_hat, v, out=v_hat)
         w.sub_(m * self._alpha / (v.sqrt() + self.epsilon))  # Keras: epsilon outside, not bias-corrected
 
 
