@@ -1,8 +1,9 @@
-"""parallel.Background: a recurrent layer's long products (input projections ahead of its time
-loop, backward's factors and weight and input gradients behind it) run on another core while
-the loop goes on; with one core the same tasks run inline. What must hold: the tasks run in
-order, their failures reach the caller, nothing depends on where they ran (the LSTM's numbers
-are the same either way), and the pool is free again afterwards."""
+"""parallel.Background: the LSTM's and GRU's long products (input projections ahead of the
+time loop, backward's factors and weight and input gradients behind it) run on another core
+while the loop goes on; with one core the same tasks run inline. What must hold: the tasks run
+in order, their failures reach the caller, nothing depends on where they ran (the layers'
+outputs and gradients are the same either way, and match the general cores'), and the pool is
+free again afterwards."""
 
 import threading
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from nnc.engines.numpy import fpenv, parallel
-from nnc.engines.numpy.kernels import _LstmFast, _LstmGeneral
+from nnc.engines.numpy.kernels import _GruFast, _GruGeneral, _LstmFast, _LstmGeneral
 from nnc.lang.checker import check_source
 
 threaded = pytest.mark.skipif(not parallel.BLAS.controllable, reason="no control of BLAS's threads: no helper")
@@ -81,30 +82,38 @@ def test_the_helper_computes_under_the_callers_flags():
     assert ident != threading.get_ident() and flushed
 
 
-def _lstm(steps, units=5, features=3, return_sequences=False):
+def _layer(kind, steps, units=5, features=3, return_sequences=False, options=""):
     spec = (f"model m\ninput x: float32[{steps}, {features}]\n"
-            f"lstm {units} return_sequences={'true' if return_sequences else 'false'}\n")
+            f"{kind} {units} return_sequences={'true' if return_sequences else 'false'}{options}\n")
     return check_source(spec).model.layers[0]
 
 
+CORES = {"lstm": (_LstmFast, _LstmGeneral, 4, ""), "gru": (_GruFast, _GruGeneral, 3, ""),
+         "gru reset_after=false": (_GruFast, _GruGeneral, 3, " reset_after=false")}
+
+
+@pytest.mark.parametrize("kind", CORES)
 @pytest.mark.parametrize("steps, return_sequences", [(1, False), (37, False), (37, True), (64, True)])
-def test_lstm_numbers_do_not_depend_on_the_helper_and_match_the_general_core(monkeypatch, steps, return_sequences):
-    layer = _lstm(steps, return_sequences=return_sequences)
+def test_recurrent_numbers_do_not_depend_on_the_helper_and_match_the_general_core(monkeypatch, kind, steps,
+                                                                                  return_sequences):
+    fast, general, gates, options = CORES[kind]
+    layer = _layer(kind.split()[0], steps, return_sequences=return_sequences, options=options)
     rng = np.random.default_rng(steps)
     u, d = layer.options["units"], layer.input_shape[-1]
-    w = {"kernel": rng.normal(size=(d, 4 * u)), "recurrent_kernel": rng.normal(size=(u, 4 * u)) * 0.5,
-         "bias": rng.normal(size=4 * u)}
+    bias = (2, gates * u) if kind == "gru" else gates * u  # reset_after=true: input and recurrent biases
+    w = {"kernel": rng.normal(size=(d, gates * u)), "recurrent_kernel": rng.normal(size=(u, gates * u)) * 0.5,
+         "bias": rng.normal(size=bias)}
     x = rng.normal(size=(19, steps, d))
     dy = rng.normal(size=(19, steps, u) if return_sequences else (19, u))
     runs = []
     for threads in ("1", "2"):
         monkeypatch.setenv("NNC_THREADS", threads)
-        core = _LstmFast(layer)
+        core = fast(layer)
         for training in (True, False):  # training: the factors made in forward; else in backward
             y, cache = core.forward(x, w, training=training)
             dx, g = core.backward(dy, w, cache)
             runs.append((y, dx, g))
-    reference = _LstmGeneral(layer)  # the layer's other implementation, gate by gate as Keras writes it
+    reference = general(layer)  # the layer's other implementation, gate by gate as Keras writes it
     y, cache = reference.forward(x, w, training=True, masks=(None, None))
     runs.append((y, *reference.backward(dy, w, cache)))
     y0, dx0, g0 = runs[0]

@@ -12,9 +12,9 @@ them read-only there, and tests/backend/test_backend_blocks.py runs every kernel
 Everything is vectorized over the batch: a convolution is one im2col copy (a loop over the
 kh*kw window offsets, each a whole-batch slice) and one matrix product; a recurrent layer
 projects the inputs of all time steps in long matrix products and loops only over time,
-with the weight and input gradients taken as long products too (the LSTM's fast core makes
-them block by block on another core while its loops run: parallel.Background). Arrays are
-kept in the weights' dtype (float32 normally, float64 for gradient checks).
+with the weight and input gradients taken as long products too (the LSTM's and GRU's fast
+cores make them block by block on another core while their loops run: parallel.Background).
+Arrays are kept in the weights' dtype (float32 normally, float64 for gradient checks).
 
 Keras semantics, which these follow exactly: channels-last; conv kernels [kh, kw, in, out];
 `same` padding puts the odd pixel at the end (nnc.lang.kinds.same_pads); max pooling pads with
@@ -881,9 +881,12 @@ class _GruFast(_Recurrent):
     reset_after=True (Keras 3's default): bias [2, 3u], row 0 for the input, row 1 for the
         recurrent projection; h~ = tanh(x Wh + b_in_h + r * (h Wrh + b_rec_h)).
     reset_after=False: bias [3u]; h~ = tanh(x Wh + (r*h) Wrh + b_h).
-    As in the LSTM, states are transposed ([units, batch]) so each gate is a contiguous block.
-    Given the forward, dL/dh_{t-1} is linear in dL/dh_t, so the backward loop is a product and
-    a few multiplies; the factors are precomputed over all steps."""
+    As in the LSTM, states are transposed ([units, batch]) so each gate is a contiguous block,
+    the sigmoid gates are 1/(1 + exp(-a)) with the z and r rows of the weights negated (exact),
+    and another core (parallel.Background) projects the inputs a block of steps ahead of the
+    forward loop, computes backward's factors a block behind it, and makes each finished block's
+    weight and input gradients behind the backward loop. Given the forward, dL/dh_{t-1} is
+    linear in dL/dh_t, so the backward loop is a product and a few multiplies."""
 
     def __init__(self, layer):
         super().__init__(layer)
@@ -892,119 +895,199 @@ class _GruFast(_Recurrent):
     def forward(self, x, w, training=False, rng=None):
         N, T, D = x.shape
         u = self.units
+        dt = w["kernel"].dtype
         bias = w["bias"]
-        b_in = bias[0] if self.reset_after else bias
-        xT = np.ascontiguousarray(x.transpose(1, 2, 0))  # [T, D, N]
-        Z = np.matmul(np.ascontiguousarray(w["kernel"].T), xT)  # [T, 3u, N], every step at once
-        Z += b_in[:, None]
-        dt = Z.dtype
-        Ut = np.ascontiguousarray(w["recurrent_kernel"].T)  # [3u, u]
+        neg = np.ones(3 * u, dtype=dt)
+        neg[: 2 * u] = -1  # exp(-a) for z and r
+        b = (bias[0] if self.reset_after else bias).copy()
+        if self.reset_after:
+            b[: 2 * u] += bias[1, : 2 * u]  # z and r add both biases: one add here, not one a step
+        Wt = np.ascontiguousarray((np.concatenate([w["kernel"], b[None]]) * neg).T)  # [3u, D+1]
+        Ut = np.ascontiguousarray((w["recurrent_kernel"] * neg).T)  # [3u, u]
+        b_rec_h = bias[1, 2 * u :, None] if self.reset_after else None
+        xT = np.empty((T, D + 1, N), dtype=dt)  # [T, D+1, N]: the input, transposed, and ones
+        Z = np.empty((T, 3 * u, N), dtype=dt)  # the input projections, then z, r, h~
         H = np.zeros((T + 1, u, N), dtype=dt)
         R = np.empty((T, u, N), dtype=dt)  # reset_after: h Wrh + b_rec_h;  else r * h_{t-1}
         rec = np.empty((3 * u, N), dtype=dt)
         tmp = np.empty((u, N), dtype=dt)
-        with BLAS.one_thread():  # the per-step products are too small to share
-            for t in range(T):
-                a = Z[t]  # becomes z, r (sigmoid) and h~ (tanh)
-                zr, hh = a[: 2 * u], a[2 * u :]
-                if self.reset_after:
-                    np.matmul(Ut, H[t], out=rec)
-                    zr += rec[: 2 * u]
-                    zr += bias[1, : 2 * u, None]
-                    np.add(rec[2 * u :], bias[1, 2 * u :, None], out=R[t])
-                    zr[:] = sigmoid(zr)
-                    np.multiply(zr[u:], R[t], out=tmp)
-                else:
-                    np.matmul(Ut[: 2 * u], H[t], out=rec[: 2 * u])
-                    zr += rec[: 2 * u]
-                    zr[:] = sigmoid(zr)
-                    np.multiply(zr[u:], H[t], out=R[t])
-                    np.matmul(Ut[2 * u :], R[t], out=tmp)
-                hh += tmp
-                np.tanh(hh, out=hh)
-                h = H[t + 1]  # h = h~ + z * (h_{t-1} - h~)
-                np.subtract(H[t], hh, out=h)
-                h *= zr[:u]
-                h += hh
+        factors = self._factor_arrays(T, u, N, dt) if training else None
+
+        def project(t0, t1):  # the input projection of a block of steps
+            xb = xT[t0:t1]
+            xb[:, :D] = x[:, t0:t1].transpose(1, 2, 0)
+            xb[:, D] = 1
+            np.matmul(Wt, xb, out=Z[t0:t1])
+
+        block = -(-T // 16)
+        with parallel.Background() as helper:
+            for t0 in range(0, T, block):
+                helper.submit(project, t0, min(t0 + block, T))
+            # exp overflows to inf for gates far in saturation, and 1/(1 + inf) is the exact 0
+            with BLAS.one_thread(), np.errstate(over="ignore"):  # the per-step products are too small to share
+                for t in range(T):
+                    if t % block == 0:
+                        helper.wait(t // block + 1)
+                    a = Z[t]  # becomes z, r (sigmoid) and h~ (tanh)
+                    zr, hh = a[: 2 * u], a[2 * u :]
+                    if self.reset_after:
+                        np.matmul(Ut, H[t], out=rec)
+                        zr += rec[: 2 * u]
+                        np.add(rec[2 * u :], b_rec_h, out=R[t])
+                    else:
+                        np.matmul(Ut[: 2 * u], H[t], out=rec[: 2 * u])
+                        zr += rec[: 2 * u]
+                    np.exp(zr, out=zr)
+                    zr += 1
+                    np.reciprocal(zr, out=zr)
+                    if self.reset_after:
+                        np.multiply(zr[u:], R[t], out=tmp)
+                    else:
+                        np.multiply(zr[u:], H[t], out=R[t])
+                        np.matmul(Ut[2 * u :], R[t], out=tmp)
+                    hh += tmp
+                    np.tanh(hh, out=hh)
+                    h = H[t + 1]  # h = h~ + z * (h_{t-1} - h~)
+                    np.subtract(H[t], hh, out=h)
+                    h *= zr[:u]
+                    h += hh
+                    if training and ((t + 1) % block == 0 or t == T - 1):
+                        helper.submit(self._factors, Z, H, R, factors, t - t % block, t + 1)
+            helper.results()
         y = H[1:].transpose(2, 0, 1).copy() if self.return_sequences else H[-1].T.copy()
-        return y, (xT, H, Z, R)
+        return y, (xT, H, Z, R, factors)
+
+    def _factor_arrays(self, T, u, N, dt):
+        """reset_after: (Prec [T, 3, u, N], Ph); else (Pz, Ph, Hrr), each [T, u, N]."""
+        if self.reset_after:
+            return np.empty((T, 3, u, N), dtype=dt), np.empty((T, u, N), dtype=dt)
+        return tuple(np.empty((T, u, N), dtype=dt) for _ in range(3))
+
+    def _factors(self, Z, H, R, out, t0, t1):
+        """The factors that turn dL/dh_t into the gate pre-activation gradients, for steps t0..t1-1:
+        per unit of dh, dA_z = dh * (h_{t-1} - h~) z(1-z) and dA_h = dh * (1-z)(1-h~^2);
+        reset_after: the recurrent product (h Wrh + b_rec) sees dA_z, dA_r and dA_h * r, with
+        dA_r = dA_h * (h Wrh + b_rec_h) * r(1-r); else dA_r = d(r*h) * h_{t-1} * r(1-r)."""
+        u = self.units
+        s = slice(t0, t1)
+        z, r, hh = Z[s, :u], Z[s, u : 2 * u], Z[s, 2 * u :]
+        if self.reset_after:
+            Prec, Ph = out[0][s], out[1][s]
+            Pz = Prec[:, 0]
+        else:
+            Pz, Ph, Hrr = (a[s] for a in out)
+        np.subtract(H[s], hh, out=Pz)  # H[s] is h_{t-1} for steps s
+        Pz *= z
+        np.subtract(1, z, out=Ph)  # 1 - z for now
+        Pz *= Ph
+        np.multiply(hh, hh, out=Hrr if not self.reset_after else Prec[:, 2])
+        one_minus_hh2 = Hrr if not self.reset_after else Prec[:, 2]
+        np.subtract(1, one_minus_hh2, out=one_minus_hh2)
+        Ph *= one_minus_hh2  # (1-z)(1-h~^2)
+        rr = np.subtract(1, r)
+        rr *= r  # r(1-r)
+        if self.reset_after:
+            np.multiply(Ph, R[s], out=Prec[:, 1])
+            Prec[:, 1] *= rr
+            np.multiply(Ph, r, out=Prec[:, 2])
+        else:
+            np.multiply(H[s], rr, out=Hrr)
 
     def backward(self, dy, w, cache, need_dx=True):
-        xT, H, Z, R = cache
-        T, D, N = xT.shape
+        xT, H, Z, R, factors = cache
+        T, D1, N = xT.shape
+        D = D1 - 1
         u = self.units
         U = w["recurrent_kernel"]  # [u, 3u]: dL/dh_{t-1} = U @ (gradient of the recurrent product)
         W = w["kernel"]
-        z, r, hh = Z[:, :u], Z[:, u : 2 * u], Z[:, 2 * u :]
         dt = Z.dtype
-        # per unit of dh: dA_z = dh * (h_{t-1} - h~) z(1-z);  dA_h = dh * (1-z)(1-h~^2)
-        Pz = (H[:-1] - hh) * z * (1 - z)
-        Ph = (1 - z) * (1 - hh * hh)
+        if factors is None:  # the forward ran outside training: all steps at once now
+            factors = self._factor_arrays(T, u, N, dt)
+            self._factors(Z, H, R, factors, 0, T)
+        z = Z[:, :u]
         if self.return_sequences:
             dHs = np.ascontiguousarray(dy.transpose(1, 2, 0))  # [T, u, N]
             dh = np.zeros((u, N), dtype=dt)
         else:
             dh = np.ascontiguousarray(dy.T)
         tmp = np.empty((u, N), dtype=dt)
-        xg = xT.transpose(1, 0, 2).reshape(D, T * N)  # [D, (step, sample)], as in the LSTM
-        hp = H[:-1].transpose(1, 0, 2).reshape(u, T * N)  # h_{t-1}: [u, (step, sample)]
-        grads = {}
+        # gate-major gradients, [rows, T, N]: a block of steps is a free [rows, (step, sample)]
+        # view, whose weight and input gradients are one product each; the input gradient is
+        # feature-major (the embedding's backward reads each feature contiguously)
+        dA = np.empty((3 * u, T, N), dtype=dt)  # reset_after: z, r, h~ rows of the recurrent product
+        dA2 = dA.reshape(3 * u, T * N)
+        dAh = np.empty((u, T, N), dtype=dt) if self.reset_after else None  # the input side of h~
+        dAh2 = dAh.reshape(u, T * N) if self.reset_after else None
+        dxT = np.empty((D, T * N), dtype=dt) if need_dx else None
+        Wzr, Wh = np.ascontiguousarray(W[:, : 2 * u]), np.ascontiguousarray(W[:, 2 * u :])
+
+        def products(t0, t1):
+            cols = slice(t0 * N, t1 * N)
+            xb = np.ascontiguousarray(xT[t0:t1].transpose(1, 0, 2)).reshape(D1, -1)  # [D+1, (step, sample)]
+            hp = np.empty((u + 1, t1 - t0, N), dtype=dt)  # h_{t-1} and ones: [u+1, (step, sample)]
+            hp[:u] = H[t0:t1].transpose(1, 0, 2)
+            hp[u] = 1
+            hp = hp.reshape(u + 1, -1)
+            if self.reset_after:
+                gin = np.concatenate([dA2[: 2 * u, cols] @ xb.T, dAh2[:, cols] @ xb.T])  # [3u, D+1]
+                grec = dA2[:, cols] @ hp.T  # [3u, u+1]
+                if need_dx:
+                    np.matmul(Wzr, dA2[: 2 * u, cols], out=dxT[:, cols])
+                    dxT[:, cols] += Wh @ dAh2[:, cols]
+            else:
+                gin = dA2[:, cols] @ xb.T
+                rh = R[t0:t1].transpose(1, 0, 2).reshape(u, -1)  # r * h_{t-1}
+                grec = np.concatenate([dA2[: 2 * u, cols] @ hp[:u].T, dA2[2 * u :, cols] @ rh.T])  # [3u, u]
+                if need_dx:
+                    np.matmul(W, dA2[:, cols], out=dxT[:, cols])
+            return gin, grec
+
+        block = -(-T // 16)
+        with parallel.Background() as helper:
+            with BLAS.one_thread():  # the per-step products are too small to share
+                if self.reset_after:
+                    Prec, Ph = factors
+                    dA4 = dA.reshape(3, u, T, N)
+                    for t in range(T - 1, -1, -1):
+                        if self.return_sequences:
+                            dh += dHs[t]
+                        np.multiply(Prec[t], dh, out=dA4[:, :, t])
+                        np.multiply(Ph[t], dh, out=dAh[:, t])
+                        np.multiply(dh, z[t], out=tmp)
+                        dh = U @ dA[:, t]
+                        dh += tmp
+                        if t % block == 0:
+                            helper.submit(products, t, min(t + block, T))
+                else:
+                    Pz, Ph, Hrr = factors
+                    r = Z[:, u : 2 * u]
+                    Uzr, Uh = np.ascontiguousarray(U[:, : 2 * u]), np.ascontiguousarray(U[:, 2 * u :])
+                    for t in range(T - 1, -1, -1):
+                        if self.return_sequences:
+                            dh += dHs[t]
+                        np.multiply(Pz[t], dh, out=dA[:u, t])
+                        dAh_t = dA[2 * u :, t]
+                        np.multiply(Ph[t], dh, out=dAh_t)
+                        drh = Uh @ dAh_t  # through (r*h) Wrh
+                        np.multiply(drh, Hrr[t], out=dA[u : 2 * u, t])
+                        np.multiply(dh, z[t], out=tmp)
+                        drh *= r[t]
+                        tmp += drh
+                        dh = Uzr @ dA[: 2 * u, t]
+                        dh += tmp
+                        if t % block == 0:
+                            helper.submit(products, t, min(t + block, T))
+            parts = helper.results()
+        gin = sum(p[0] for p in parts)
+        grec = sum(p[1] for p in parts)
+        grads = {"kernel": np.ascontiguousarray(gin[:, :D].T)}
         if self.reset_after:
-            # the recurrent product (h Wrh + b_rec) sees dA_z, dA_r and dA_h * r;
-            # dA_r = dA_h * (h Wrh + b_rec_h) * r(1-r)
-            Prec = np.empty((T, 3, u, N), dtype=dt)
-            Prec[:, 0] = Pz
-            np.multiply(Ph * R, r * (1 - r), out=Prec[:, 1])
-            np.multiply(Ph, r, out=Prec[:, 2])
-            dRec = np.empty((3 * u, T, N), dtype=dt)  # gate-major: weight gradients are one product
-            dRec4 = dRec.reshape(3, u, T, N)
-            dAh = np.empty((u, T, N), dtype=dt)  # the input side of h~ (without r)
-            with BLAS.one_thread():  # the per-step products are too small to share
-                for t in range(T - 1, -1, -1):
-                    if self.return_sequences:
-                        dh += dHs[t]
-                    np.multiply(Prec[t], dh, out=dRec4[:, :, t])
-                    np.multiply(Ph[t], dh, out=dAh[:, t])
-                    np.multiply(dh, z[t], out=tmp)
-                    dh = U @ dRec[:, t]
-                    dh += tmp
-            dRec2, dAh2 = dRec.reshape(3 * u, T * N), dAh.reshape(u, T * N)
-            dzr2 = dRec2[: 2 * u]
-            dk = np.empty_like(W)
-            dk[:, : 2 * u] = (dzr2 @ xg.T).T
-            dk[:, 2 * u :] = (dAh2 @ xg.T).T
-            grads["kernel"] = dk
-            grads["recurrent_kernel"] = (dRec2 @ hp.T).T
-            grads["bias"] = np.stack([np.concatenate([dzr2.sum(axis=1), dAh2.sum(axis=1)]), dRec2.sum(axis=1)])
-            if need_dx:
-                dx2 = dzr2.T @ W[:, : 2 * u].T
-                dx2 += dAh2.T @ W[:, 2 * u :].T
+            grads["recurrent_kernel"] = np.ascontiguousarray(grec[:, :u].T)
+            grads["bias"] = np.stack([gin[:, D], grec[:, u]])
         else:
-            Hrr = H[:-1] * r * (1 - r)  # dA_r = d(r*h) * h_{t-1} * r(1-r)
-            Uzr, Uh = np.ascontiguousarray(U[:, : 2 * u]), np.ascontiguousarray(U[:, 2 * u :])
-            dA = np.empty((3 * u, T, N), dtype=dt)
-            with BLAS.one_thread():  # the per-step products are too small to share
-                for t in range(T - 1, -1, -1):
-                    if self.return_sequences:
-                        dh += dHs[t]
-                    np.multiply(Pz[t], dh, out=dA[:u, t])
-                    dAh_t = dA[2 * u :, t]
-                    np.multiply(Ph[t], dh, out=dAh_t)
-                    drh = Uh @ dAh_t  # through (r*h) Wrh
-                    np.multiply(drh, Hrr[t], out=dA[u : 2 * u, t])
-                    np.multiply(dh, z[t], out=tmp)
-                    drh *= r[t]
-                    tmp += drh
-                    dh = Uzr @ dA[: 2 * u, t]
-                    dh += tmp
-            dA2 = dA.reshape(3 * u, T * N)
-            rh = R.transpose(1, 0, 2).reshape(u, T * N)
-            grads["kernel"] = (dA2 @ xg.T).T
-            grads["recurrent_kernel"] = np.concatenate([(dA2[: 2 * u] @ hp.T).T, (dA2[2 * u :] @ rh.T).T], axis=1)
-            grads["bias"] = dA2.sum(axis=1)
-            if need_dx:
-                dx2 = dA2.T @ W.T
-        dx = dx2.reshape(T, N, D).transpose(1, 0, 2) if need_dx else None
+            grads["recurrent_kernel"] = np.ascontiguousarray(grec.T)
+            grads["bias"] = gin[:, D].copy()
+        dx = dxT.reshape(D, T, N).transpose(2, 1, 0) if need_dx else None
         return dx, grads
 
 
