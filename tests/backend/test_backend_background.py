@@ -5,6 +5,8 @@ in order, their failures reach the caller, nothing depends on where they ran (th
 outputs and gradients are the same either way, and match the general cores'), and the pool is
 free again afterwards."""
 
+import os
+import signal
 import threading
 
 import numpy as np
@@ -122,3 +124,25 @@ def test_recurrent_numbers_do_not_depend_on_the_helper_and_match_the_general_cor
         np.testing.assert_allclose(dx, dx0, rtol=1e-10, atol=1e-12)
         for k in w:
             np.testing.assert_allclose(g[k], g0[k], rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+@threaded
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    # the parent's pool exists and its worker is idle: a child inheriting it would hand work to
+    # a thread it does not have, and wait for ever
+    assert len(set(parallel.run(lambda _: threading.get_ident(), [0, 1]))) == 2
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only when both kinds of work ran on threads of its own
+        code = 3
+        try:
+            signal.alarm(30)  # a hang ends as a kill by SIGALRM, not as a stuck test run
+            ran = parallel.run(lambda _: threading.get_ident(), [0, 1])
+            with parallel.Background(threads=2) as bg:
+                bg.submit(threading.get_ident)
+                (helper,) = bg.results()
+            code = 0 if len(set(ran)) == 2 and helper != threading.get_ident() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

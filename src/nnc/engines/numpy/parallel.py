@@ -146,6 +146,19 @@ _pool_size = 0
 _busy = threading.Lock()  # held while the pool runs; a run inside a run goes sequentially
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child has none of its parent's threads: a pool inherited from the parent would
+    take work that no thread ever runs (its idle-worker count says one is waiting), and a lock
+    held by a parent's thread at the fork would stay held. The child starts its own."""
+    global _pool, _pool_size, _busy
+    _pool, _pool_size = None, 0
+    _busy = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def run(fn, items: list) -> list:
     """fn over items, one thread each (the calling thread takes the first). Inside another run
     (a kernel splitting its work, called from a batch chunk) the items run one after another:
