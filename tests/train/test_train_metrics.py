@@ -348,3 +348,13 @@ def test_loss_and_metric_flags_are_checked_before_a_folder_is_made(files, capsys
     for flag in (("--metrics", "accuracy"), ("--top-k", "1"), ("--label-smoothing", "0")):
         assert main(["train", "--resume", str(files / "r"), "--epochs", "2", *flag]) == 2
         assert f"{flag[0]} cannot change when resuming" in capsys.readouterr().err
+
+
+def test_metrics_flag_takes_words_or_a_comma_separated_list():
+    from nnc.lang.errors import UserError
+    from nnc.training.loop import _metric_names
+
+    assert _metric_names(["precision", "acc"]) == _metric_names(["precision,acc"]) == ("precision", "accuracy")
+    assert _metric_names(["mae, mse", "mae"]) == ("mae", "mse")  # each once, in order
+    with pytest.raises(UserError, match="unknown metric 'f1'"):
+        _metric_names(["acc,f1"])

@@ -35,7 +35,7 @@ def add_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--huber-delta", type=float, metavar="D", help="huber's delta (Keras's default 1.0)")
     g.add_argument("--label-smoothing", type=float, metavar="F",
                    help="with categorical_crossentropy or binary_crossentropy: F in [0, 1]")
-    g.add_argument("--metrics", nargs="+", metavar="M", help=f"replace the spec's metrics: {', '.join(METRICS)}")
+    g.add_argument("--metrics", nargs="+", metavar="M", help=f"replace the spec's metrics (words or a comma-separated list): {', '.join(METRICS)}")
     g.add_argument("--top-k", type=int, metavar="K", help="top_k_accuracy's k (Keras's default 5)")
     g.add_argument("--class-weight", type=float, nargs="+", metavar="W",
                    help="one weight per class id, in order, as Keras's class_weight={0: W0, 1: W1, ...}")

@@ -131,11 +131,13 @@ def override(cfg: TrainConfig, **flags) -> TrainConfig:
 
 
 def _metric_names(names) -> tuple[str, ...]:
-    """--metrics: Keras's names and aliases, each once, in order (`loss` is always reported)."""
+    """--metrics: Keras's names and aliases, each once, in order (`loss` is always reported),
+    given as separate words or comma-separated (`mae,mse`). (nnc.fit refuses a bare string, as
+    Keras's compile does.)"""
     from nnc.lang.metric_rules import METRIC_ALIASES, METRICS
 
     out = []
-    for raw in names:
+    for raw in (part.strip() for given in names for part in str(given).split(",") if part.strip()):
         name = METRIC_ALIASES.get(raw, raw)
         if name not in METRICS:
             raise UserError(f"unknown metric '{raw}'", help=f"metrics: {', '.join(METRICS)}")
