@@ -622,6 +622,30 @@ class _Recurrent:
     def time_major(x):
         return np.ascontiguousarray(x.transpose(1, 0, 2))
 
+    @staticmethod
+    def block_size(T: int) -> int:
+        """Steps per block handed to the helper core (parallel.Background): about 16 blocks."""
+        return -(-T // 16)
+
+    def start_projections(self, helper, x, Wt, out):
+        """Hand the helper the input projection of every block of steps, in order: out[t] =
+        Wt @ xT[t], where xT [T, D+1, N] holds step t of x transposed and a row of ones (the
+        bias rides in Wt's last column). Returns xT (filled block by block: the loop waits for
+        block k with helper.wait(k + 1)) and the block size."""
+        N, T, D = x.shape
+        xT = np.empty((T, D + 1, N), dtype=out.dtype)
+        block = self.block_size(T)
+
+        def project(t0, t1):
+            xb = xT[t0:t1]
+            xb[:, :D] = x[:, t0:t1].transpose(1, 2, 0)
+            xb[:, D] = 1
+            np.matmul(Wt, xb, out=out[t0:t1])
+
+        for t0 in range(0, T, block):
+            helper.submit(project, t0, min(t0 + block, T))
+        return xT, block
+
     def output(self, H):
         """H: [T+1, N, u] with H[0] the initial zeros."""
         return H[1:].transpose(1, 0, 2).copy() if self.return_sequences else H[-1].copy()
@@ -728,7 +752,6 @@ class _LstmFast(_Recurrent):
         Wb = np.concatenate([w["kernel"][:, order], w["bias"][order][None]]) * scale  # [D+1, 4u]
         Wt = np.ascontiguousarray(Wb.T)
         Ut = np.ascontiguousarray((w["recurrent_kernel"][:, order] * scale).T)  # [4u, u]
-        xT = np.empty((T, D + 1, N), dtype=dt)  # [T, D+1, N]: the input, transposed, and ones
         S = np.empty((T, 4 * u, N), dtype=dt)  # the input projections, then the gate values
         H = np.zeros((T + 1, u, N), dtype=dt)
         C = np.zeros((T + 1, u, N), dtype=dt)
@@ -738,22 +761,14 @@ class _LstmFast(_Recurrent):
         P = np.empty_like(S) if training else None
         Q = np.empty_like(TC) if training else None
 
-        def project(t0, t1):  # the input projection of a block of steps
-            xb = xT[t0:t1]
-            xb[:, :D] = x[:, t0:t1].transpose(1, 2, 0)
-            xb[:, D] = 1
-            np.matmul(Wt, xb, out=S[t0:t1])
-
         def factors(t0, t1):  # backward's factors of a block of finished steps
             self._factors(S[t0:t1], C[t0:t1], TC[t0:t1], u, P[t0:t1], Q[t0:t1])
 
         # Another core projects the inputs a block of steps ahead of the loop and, in training,
         # computes backward's factors a block behind it; the loop keeps only the recurrence.
         # (With one core the same tasks run in this thread: results do not depend on it.)
-        block = -(-T // 16)
         with parallel.Background() as helper:
-            for t0 in range(0, T, block):
-                helper.submit(project, t0, min(t0 + block, T))
+            xT, block = self.start_projections(helper, x, Wt, S)
             # exp overflows to inf for gates far in saturation, and 1/(1 + inf) is the exact 0
             with BLAS.one_thread(), np.errstate(over="ignore"):  # the per-step products are too small to share
                 for t in range(T):
@@ -850,7 +865,7 @@ class _LstmFast(_Recurrent):
 
         # while the loop runs on, another core takes each block of steps as soon as it is done
         # (the same blocks, in the same order, with one core: the sums do not depend on it)
-        block = -(-T // 16)
+        block = self.block_size(T)
         with parallel.Background() as helper:
             with BLAS.one_thread():  # the per-step products are too small to share
                 for t in range(T - 1, -1, -1):
@@ -905,7 +920,6 @@ class _GruFast(_Recurrent):
         Wt = np.ascontiguousarray((np.concatenate([w["kernel"], b[None]]) * neg).T)  # [3u, D+1]
         Ut = np.ascontiguousarray((w["recurrent_kernel"] * neg).T)  # [3u, u]
         b_rec_h = bias[1, 2 * u :, None] if self.reset_after else None
-        xT = np.empty((T, D + 1, N), dtype=dt)  # [T, D+1, N]: the input, transposed, and ones
         Z = np.empty((T, 3 * u, N), dtype=dt)  # the input projections, then z, r, h~
         H = np.zeros((T + 1, u, N), dtype=dt)
         R = np.empty((T, u, N), dtype=dt)  # reset_after: h Wrh + b_rec_h;  else r * h_{t-1}
@@ -913,16 +927,8 @@ class _GruFast(_Recurrent):
         tmp = np.empty((u, N), dtype=dt)
         factors = self._factor_arrays(T, u, N, dt) if training else None
 
-        def project(t0, t1):  # the input projection of a block of steps
-            xb = xT[t0:t1]
-            xb[:, :D] = x[:, t0:t1].transpose(1, 2, 0)
-            xb[:, D] = 1
-            np.matmul(Wt, xb, out=Z[t0:t1])
-
-        block = -(-T // 16)
         with parallel.Background() as helper:
-            for t0 in range(0, T, block):
-                helper.submit(project, t0, min(t0 + block, T))
+            xT, block = self.start_projections(helper, x, Wt, Z)
             # exp overflows to inf for gates far in saturation, and 1/(1 + inf) is the exact 0
             with BLAS.one_thread(), np.errstate(over="ignore"):  # the per-step products are too small to share
                 for t in range(T):
@@ -1042,7 +1048,7 @@ class _GruFast(_Recurrent):
                     np.matmul(W, dA2[:, cols], out=dxT[:, cols])
             return gin, grec
 
-        block = -(-T // 16)
+        block = self.block_size(T)
         with parallel.Background() as helper:
             with BLAS.one_thread():  # the per-step products are too small to share
                 if self.reset_after:
