@@ -1,10 +1,11 @@
 """Training speed of the NumPy backend against PyTorch (CPU, 2 threads), on the same data.
 
-Two workloads, as the lecture trains them:
+Three workloads, as the lecture trains them:
   convnet  mnist_convnet.nnspec: 12,000 samples of 28x28x1, batch 128, SGD lr=0.01 momentum=0.9
            (weight decay 0.0005), sparse categorical cross-entropy
   lstm     imdb_lstm.nnspec: 2,048 sequences of 500 token ids, batch 128, RMSprop lr=0.001
            rho=0.9, binary cross-entropy
+  gru      imdb_gru.nnspec: the same, with a GRU (Keras's reset_after=True, as PyTorch's GRU)
 
 Each (workload, framework) pair runs in a subprocess of its own, so its peak memory (ru_maxrss)
 is its own: one warm-up batch, then `--epochs` timed epochs. `--rounds` processes per framework
@@ -23,7 +24,7 @@ Every row of the table in BENCHMARKS.md names its CPU (model and vendor, from /p
 when it was measured: a run replaces the rows of its own CPU model and keeps the others, so an
 Intel and an AMD machine's figures stand side by side.
 
-    .venv/bin/python bench/bench_train.py                 # both workloads, writes BENCHMARKS.md
+    .venv/bin/python bench/bench_train.py                 # every workload, writes BENCHMARKS.md
     .venv/bin/python bench/bench_train.py --epochs 1 --no-write
 """
 
@@ -43,14 +44,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-SPECS = {"convnet": ROOT / "specs" / "mnist_convnet.nnspec", "lstm": ROOT / "specs" / "imdb_lstm.nnspec"}
+SPECS = {"convnet": ROOT / "specs" / "mnist_convnet.nnspec", "lstm": ROOT / "specs" / "imdb_lstm.nnspec",
+         "gru": ROOT / "specs" / "imdb_gru.nnspec"}
 CONTRACT = [ROOT / "tests" / "data" / "contract", ROOT.parent / "shared" / "contract"]
-SAMPLES = {"convnet": 12_000, "lstm": 2_048}
+SAMPLES = {"convnet": 12_000, "lstm": 2_048, "gru": 2_048}
 BATCH = 128
 
 
 def spec_path(workload: str) -> Path:
-    name = {"convnet": "mnist_convnet.nnspec", "lstm": "imdb_lstm.nnspec"}[workload]
+    name = SPECS[workload].name
     for d in [SPECS[workload].parent] + CONTRACT:
         if (d / name).exists():
             return d / name
@@ -162,11 +164,11 @@ def torch_trainer(workload: str):
             def __init__(self):
                 super().__init__()
                 self.embedding = nn.Embedding(10_000, 32)
-                self.lstm = nn.LSTM(32, 32, batch_first=True)
+                self.rnn = (nn.GRU if workload == "gru" else nn.LSTM)(32, 32, batch_first=True)
                 self.dense = nn.Linear(32, 1)
 
             def forward(self, x):
-                out, _ = self.lstm(self.embedding(x))
+                out, _ = self.rnn(self.embedding(x))
                 return self.dense(out[:, -1])
 
         model = Imdb()
@@ -273,7 +275,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=2, help="timed epochs per process (default 2)")
     p.add_argument("--rounds", type=int, default=2, help="processes per framework, alternating (default 2)")
-    p.add_argument("--workloads", default="convnet,lstm")
+    p.add_argument("--workloads", default="convnet,lstm,gru")
     p.add_argument("--profile-batches", type=int, default=20)
     p.add_argument("--no-write", action="store_true", help="print, do not update BENCHMARKS.md")
     p.add_argument("--worker", nargs=2, metavar=("WORKLOAD", "FRAMEWORK"), help=argparse.SUPPRESS)
@@ -320,7 +322,8 @@ def main(argv=None) -> int:
         f"2 threads, the same synthetic data; the fastest of {args.rounds * args.epochs} epochs each "
         f"({args.rounds} processes per framework, alternating, {args.epochs} epochs each after a warm-up batch). "
         "convnet: mnist_convnet, 12,000 samples of 28x28x1, batch 128, SGD with momentum. lstm: "
-        "imdb_lstm, 2,048 sequences of 500 steps, batch 128, RMSprop. Goal: ratio at most 1.0. "
+        "imdb_lstm, 2,048 sequences of 500 steps, batch 128, RMSprop; gru: imdb_gru, the same with a GRU. "
+        "Goal: ratio at most 1.0. "
         "Peak memory is the peak resident set of each measurement's own process (interpreter, "
         "libraries and data included).",
         "",
@@ -360,7 +363,8 @@ def main(argv=None) -> int:
         "projection a block of steps ahead of the forward loop, backward's factors a block behind "
         "it, and each finished block's weight and input gradients behind the backward loop; the "
         "input gradient is written feature-major, so the embedding's backward reads each feature "
-        "contiguously.",
+        "contiguously. The GRU is built the same way (one exp over z and r and one tanh for h~ a "
+        "step, the same helper core).",
     ])
     if args.no_write:
         print(body)
