@@ -660,11 +660,13 @@ class _Recurrent:
 
     @staticmethod
     def input_grads(xt, dA, w, need_dx):
-        """Gradients of the input projection xt @ kernel (+ bias) from dA [T, N, G]: one product each."""
+        """Gradients of the input projection xt @ kernel (+ bias) from dA [T, N, G]: one product
+        each. The input gradient is made feature-major ([D, (step, sample)], returned as an
+        [N, T, D] view): an embedding's backward reads each feature's values contiguously."""
         T, N, D = xt.shape
         dA2 = dA.reshape(T * N, -1)
         dkernel = xt.reshape(T * N, D).T @ dA2
-        dx = (dA2 @ w["kernel"].T).reshape(T, N, D).transpose(1, 0, 2) if need_dx else None
+        dx = (w["kernel"] @ dA2.T).reshape(D, T, N).transpose(2, 1, 0) if need_dx else None
         return dkernel, dx
 
 
