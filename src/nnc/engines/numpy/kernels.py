@@ -850,7 +850,7 @@ class _LstmFast(_Recurrent):
         dA4 = dA.reshape(4, u, T, N)
         # the input gradient transposed, [D, (step, sample)]: each feature's values contiguous,
         # as the embedding's backward reads them (one bincount per feature)
-        Wp = (w["kernel"][:, order] * undo).astype(S.dtype)  # [D, 4u]
+        Wp = (w["kernel"][:, order] * undo).astype(S.dtype, copy=False)  # [D, 4u]
         dxT = np.empty((D, T * N), dtype=S.dtype) if need_dx else None
 
         def products(t0, t1):
@@ -1032,10 +1032,12 @@ class _GruFast(_Recurrent):
         def products(t0, t1):
             cols = slice(t0 * N, t1 * N)
             xb = np.ascontiguousarray(xT[t0:t1].transpose(1, 0, 2)).reshape(D1, -1)  # [D+1, (step, sample)]
-            hp = np.empty((u + 1, t1 - t0, N), dtype=dt)  # h_{t-1} and ones: [u+1, (step, sample)]
+            # h_{t-1}, [u, (step, sample)], and with reset_after a row of ones (b_rec's gradient)
+            ones = int(self.reset_after)
+            hp = np.empty((u + ones, t1 - t0, N), dtype=dt)
             hp[:u] = H[t0:t1].transpose(1, 0, 2)
-            hp[u] = 1
-            hp = hp.reshape(u + 1, -1)
+            hp[u:] = 1
+            hp = hp.reshape(u + ones, -1)
             if self.reset_after:
                 gin = np.concatenate([dA2[: 2 * u, cols] @ xb.T, dAh2[:, cols] @ xb.T])  # [3u, D+1]
                 grec = dA2[:, cols] @ hp.T  # [3u, u+1]
@@ -1045,7 +1047,7 @@ class _GruFast(_Recurrent):
             else:
                 gin = dA2[:, cols] @ xb.T
                 rh = R[t0:t1].transpose(1, 0, 2).reshape(u, -1)  # r * h_{t-1}
-                grec = np.concatenate([dA2[: 2 * u, cols] @ hp[:u].T, dA2[2 * u :, cols] @ rh.T])  # [3u, u]
+                grec = np.concatenate([dA2[: 2 * u, cols] @ hp.T, dA2[2 * u :, cols] @ rh.T])  # [3u, u]
                 if need_dx:
                     np.matmul(W, dA2[:, cols], out=dxT[:, cols])
             return gin, grec
